@@ -1,0 +1,184 @@
+"""Load YAML configs: single explicit inheritance, dotted overrides, one-line errors.
+
+    extends: base.yaml        # path relative to this file; deep-merged, this file wins
+    method: {teacher_temp: 0.07}
+
+Overrides from the command line are `dotted.key=value`, the value parsed as YAML.
+Every problem raises `ConfigError` whose message names the file, the dotted key and
+what was expected, with a did-you-mean for misspelled keys and component names.
+"""
+
+from __future__ import annotations
+
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from pretrainlab.config.schema import Config
+from pretrainlab.registry import did_you_mean
+
+
+class ConfigError(ValueError):
+    """A config that cannot be loaded; the message is meant to be shown as is."""
+
+
+def load_config(path: Path | str | None = None, overrides: list[str] | None = None) -> Config:
+    """Read `path` (following `extends`), apply `overrides`, validate into a `Config`."""
+    source = str(path) if path is not None else "<defaults>"
+    data = read_yaml_with_extends(Path(path)) if path is not None else {}
+    for override in overrides or []:
+        apply_override(data, override)
+    if overrides:
+        source += " + overrides"
+    return validate_config(data, source)
+
+
+def validate_config(data: dict[str, Any], source: str = "<config>") -> Config:
+    try:
+        return Config.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(format_validation_error(error, data, source)) from None
+
+
+def read_yaml_with_extends(path: Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    path = path.resolve()
+    if path in _chain:
+        raise ConfigError(f"{path}: 'extends' cycle: {' -> '.join(str(p) for p in (*_chain, path))}")
+    if not path.is_file():
+        raise ConfigError(f"config file {path} not found")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: invalid YAML: {error}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    parent = data.pop("extends", None)
+    if parent is None:
+        return data
+    if not isinstance(parent, str):
+        raise ConfigError(f"{path}: 'extends' must be one file path, got {parent!r}")
+    base = read_yaml_with_extends(path.parent / parent, (*_chain, path))
+    return deep_merge(base, data)
+
+
+def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """Recursively merge `update` into a copy of `base`; a component whose `name` changes is replaced."""
+    merged = dict(base)
+    for key, value in update.items():
+        old = merged.get(key)
+        same_component = not (isinstance(old, dict) and isinstance(value, dict)) or old.get("name") in (
+            None,
+            value.get("name", old.get("name")),
+        )
+        if isinstance(old, dict) and isinstance(value, dict) and same_component:
+            merged[key] = deep_merge(old, value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def apply_override(data: dict[str, Any], override: str) -> None:
+    """Apply `a.b.c=value` in place; the value is parsed as YAML (`1e-3`, `[10, 20]`, `null`)."""
+    if "=" not in override:
+        raise ConfigError(f"override '{override}': expected dotted.key=value")
+    dotted, raw_value = override.split("=", 1)
+    keys = dotted.strip().split(".")
+    if not all(keys):
+        raise ConfigError(f"override '{override}': empty key in '{dotted}'")
+    try:
+        value = yaml.safe_load(raw_value)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"override '{override}': value is not valid YAML: {error}") from None
+    node = data
+    for i, key in enumerate(keys[:-1]):
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override '{override}': '{'.'.join(keys[: i + 1])}' is {child!r}, not a mapping")
+        node = child
+    if isinstance(node.get(keys[-1]), dict) and isinstance(value, dict):
+        node[keys[-1]] = deep_merge(node[keys[-1]], value)
+    else:
+        node[keys[-1]] = value
+
+
+def format_validation_error(error: ValidationError, data: dict[str, Any], source: str) -> str:
+    """One line per problem: `source: dotted.key: what is wrong (what was expected)`."""
+    lines = []
+    for item in error.errors():
+        loc = _without_union_tags(list(item["loc"]), data)
+        dotted = ".".join(str(part) for part in loc) or "<top level>"
+        kind = item["type"]
+        if kind == "extra_forbidden":
+            known = _known_fields(Config, loc[:-1], data)
+            message = f"unknown key{did_you_mean(str(loc[-1]), known)} known: {', '.join(known)}"
+        elif kind == "union_tag_invalid":
+            tag = item["ctx"]["tag"]
+            tags = [t.strip().strip("'") for t in item["ctx"]["expected_tags"].split(",")]
+            component = str(loc[-1]) if loc else "component"
+            dotted = f"{dotted}.name"
+            message = f"unknown {component} '{tag}'{did_you_mean(tag, tags)} known: {', '.join(tags)}"
+        else:
+            message = f"{item['msg']} (got {item.get('input')!r})"
+        lines.append(f"{source}: {dotted}: {message}")
+    return "\n".join(lines)
+
+
+def _without_union_tags(loc: list[Any], data: Any) -> list[Any]:
+    """Drop the tags pydantic inserts into locations inside discriminated unions (not config keys)."""
+    cleaned: list[Any] = []
+    node = data
+    for i, part in enumerate(loc):
+        is_last = i == len(loc) - 1
+        if isinstance(node, dict) and not is_last and part not in node and node.get("name", part) == part:
+            continue  # the union branch chosen by this node's `name` (or the default branch)
+        cleaned.append(part)
+        if isinstance(node, dict):
+            node = node.get(part)
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            node = node[part]
+        else:
+            node = None
+    return cleaned
+
+
+def _known_fields(model: type[BaseModel], loc: list[Any], data: Any) -> list[str]:
+    """Field names of the model class found by walking `loc` from `model` (following the data's `name`)."""
+    current: Any = model
+    node = data
+    for part in loc:
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return []
+        field = current.model_fields.get(str(part))
+        if field is None:
+            return []
+        node = node.get(part) if isinstance(node, dict) else None
+        current = _model_in(field.annotation, node)
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return sorted(current.model_fields)
+    return []
+
+
+def _model_in(annotation: Any, node: Any) -> Any:
+    """The BaseModel class inside `annotation` (Optional / Union / Annotated) matching `node['name']`."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _model_in(typing.get_args(annotation)[0], node)
+    if origin in (typing.Union, types.UnionType):
+        members = [_model_in(arg, node) for arg in typing.get_args(annotation)]
+        models = [m for m in members if isinstance(m, type) and issubclass(m, BaseModel)]
+        name = node.get("name") if isinstance(node, dict) else None
+        for candidate in models:
+            name_field = candidate.model_fields.get("name")
+            if name is not None and name_field is not None and name_field.default == name:
+                return candidate
+        return models[0] if models else None  # the first member is the default branch
+    return annotation
+
+
+def dump_config(config: Config) -> str:
+    """The resolved config as YAML (what is written beside every run)."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

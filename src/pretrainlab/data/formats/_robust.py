@@ -1,0 +1,64 @@
+"""Datasets that skip broken samples instead of crashing a run.
+
+A subclass implements `load(index)`; when it raises `BrokenSampleError` (or an
+`OSError` / `ValueError` from an image decoder) the sample is counted, logged once
+by path, and another index is drawn in its place.
+"""
+
+from __future__ import annotations
+
+import abc
+import logging
+import random
+from typing import Any
+
+from torch.utils.data import Dataset
+
+log = logging.getLogger(__name__)
+
+
+class BrokenSampleError(Exception):
+    """A sample whose file is missing, truncated or undecodable."""
+
+
+class SkippingDataset(Dataset, abc.ABC):
+    """Map-style dataset that replaces broken samples by other, randomly drawn ones.
+
+    `num_broken` counts the distinct broken indices seen by this process (workers
+    each keep their own count; `broken_indices` is what was seen here).
+    """
+
+    max_retries: int = 50
+
+    def __init__(self) -> None:
+        self.broken_indices: set[int] = set()
+
+    @property
+    def num_broken(self) -> int:
+        return len(self.broken_indices)
+
+    @abc.abstractmethod
+    def __len__(self) -> int: ...
+
+    @abc.abstractmethod
+    def load(self, index: int) -> Any:
+        """Load sample `index`; raise BrokenSampleError (or OSError/ValueError) when broken."""
+
+    def describe(self, index: int) -> str:
+        """Human-readable name of sample `index` (a file path) for log messages."""
+        return f"sample {index}"
+
+    def __getitem__(self, index: int) -> Any:
+        candidate = index
+        for _ in range(self.max_retries):
+            try:
+                return self.load(candidate)
+            except (BrokenSampleError, OSError, ValueError) as error:
+                if candidate not in self.broken_indices:
+                    self.broken_indices.add(candidate)
+                    log.warning("skipping broken %s: %s", self.describe(candidate), error)
+                candidate = random.randrange(len(self))
+        raise RuntimeError(
+            f"{type(self).__name__}: {self.max_retries} broken samples in a row starting at index {index}; "
+            f"{self.num_broken} broken so far — is the dataset readable?"
+        )

@@ -1,0 +1,94 @@
+"""Batch padding for segmentation (MMSegmentation `stack_batch` semantics).
+
+Images and labels of a batch are padded at the bottom and right to a common size: the
+batch maximum, optionally at least `size`, optionally rounded up to a multiple of
+`size_divisor`. Images are padded with 0 — *after* normalisation, as MMSeg's data
+preprocessor does — and labels with the ignore index 255.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+IGNORE_INDEX = 255
+
+
+def padded_size(
+    sizes: Sequence[tuple[int, int]], size_divisor: int | None = None, size: tuple[int, int] | None = None
+) -> tuple[int, int]:
+    """Common (H, W) for a batch of (H, W) sizes: max, at least `size`, rounded up to `size_divisor`."""
+    if not sizes:
+        raise ValueError("cannot pad an empty batch")
+    if size_divisor is not None and size_divisor <= 0:
+        raise ValueError(f"size_divisor must be a positive int or None, got {size_divisor}")
+    height = max(h for h, _ in sizes)
+    width = max(w for _, w in sizes)
+    if size is not None:
+        height, width = max(height, size[0]), max(width, size[1])
+    if size_divisor is not None:
+        height = -(-height // size_divisor) * size_divisor
+        width = -(-width // size_divisor) * size_divisor
+    return height, width
+
+
+def pad_image(image: torch.Tensor, size_divisor: int | None = None, size: tuple[int, int] | None = None) -> torch.Tensor:
+    """Pad one (C, H, W) image bottom-right with 0 to `padded_size`; returned as is when no pad is needed."""
+    target = padded_size([tuple(image.shape[-2:])], size_divisor, size)
+    if target == tuple(image.shape[-2:]):
+        return image
+    out = image.new_zeros(*image.shape[:-2], *target)
+    out[..., : image.shape[-2], : image.shape[-1]] = image
+    return out
+
+
+def pad_batch(
+    images: Sequence[torch.Tensor],
+    labels: Sequence[torch.Tensor] | None = None,
+    size_divisor: int | None = None,
+    size: tuple[int, int] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Stack (C, H_i, W_i) images and (H_i, W_i) labels into padded batches.
+
+    Args:
+        images: per-sample normalised images, same C and dtype.
+        labels: per-sample label maps (any integer dtype), or None.
+        size_divisor: round the padded size up to a multiple of this (e.g. 14 for ViT/14).
+        size: minimum padded (H, W) — MMSeg's `size=crop_size` gives always-512² batches.
+
+    Returns:
+        `(images (B, C, H, W) padded with 0, labels (B, H, W) int64 padded with 255 or None)`.
+    """
+    if labels is not None and len(labels) != len(images):
+        raise ValueError(f"got {len(images)} images but {len(labels)} labels")
+    sizes = [(int(img.shape[-2]), int(img.shape[-1])) for img in images]
+    height, width = padded_size(sizes, size_divisor, size)
+    channels = {int(img.shape[0]) for img in images}
+    if len(channels) != 1:
+        raise ValueError(f"images in a batch must have the same number of channels, got {sorted(channels)}")
+    batch = images[0].new_zeros(len(images), channels.pop(), height, width)  # (B, C, H, W)
+    for i, (img, (h, w)) in enumerate(zip(images, sizes)):
+        batch[i, :, :h, :w] = img
+    if labels is None:
+        return batch, None
+    label_batch = torch.full((len(labels), height, width), IGNORE_INDEX, dtype=torch.int64)  # (B, H, W)
+    for i, (label, (h, w)) in enumerate(zip(labels, sizes)):
+        if tuple(label.shape) != (h, w):
+            raise ValueError(f"label {i} has shape {tuple(label.shape)} but its image is {(h, w)}")
+        label_batch[i, :h, :w] = label
+    return batch, label_batch
+
+
+def collate_segmentation(
+    samples: Sequence[tuple[torch.Tensor, torch.Tensor]],
+    size_divisor: int | None = None,
+    size: tuple[int, int] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """DataLoader `collate_fn` for (image (C, H, W), label (H, W)) training samples → padded batch.
+
+    Bind the options with `functools.partial(collate_segmentation, size=(512, 512))`.
+    """
+    images, labels = pad_batch([s[0] for s in samples], [s[1] for s in samples], size_divisor, size)
+    assert labels is not None
+    return images, labels

@@ -1,0 +1,57 @@
+"""BGR uint8 image → normalised RGB CHW float32 tensor (MMSegmentation `SegDataPreProcessor`).
+
+This is the one place where the segmentation pipeline converts BGR (OpenCV's decode order,
+kept through every transform) to RGB: channel c of the output is input channel 2 − c.
+Then out = (x − mean) / std per channel, with `mean` / `std` given in **RGB** order, as in
+MMSeg configs (`bgr_to_rgb=True`, mean (123.675, 116.28, 103.53), std (58.395, 57.12, 57.375)).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+import torch
+
+IMAGENET_MEAN_RGB = (123.675, 116.28, 103.53)
+IMAGENET_STD_RGB = (58.395, 57.12, 57.375)
+
+
+def normalization_tables(mean: Sequence[float], std: Sequence[float]) -> list[np.ndarray]:
+    """Per-channel (256,) float32 tables of (v − mean) / std, computed in float32 like the tensor op."""
+    values = np.arange(256, dtype=np.float32)
+    return [(values - np.float32(m)) / np.float32(s) for m, s in zip(mean, std)]
+
+
+def normalize(
+    image_bgr: np.ndarray,
+    mean: Sequence[float] = IMAGENET_MEAN_RGB,
+    std: Sequence[float] = IMAGENET_STD_RGB,
+) -> torch.Tensor:
+    """(H, W, 3) uint8 BGR → (3, H, W) float32 RGB tensor (x − mean) / std.
+
+    Bit-identical to `(x.float() − mean) / std` on the tensor: a uint8 channel has 256
+    values, so each channel goes through a float32 table of the same expression.
+    Single-channel images ((H, W) or (H, W, 1)) give a (1, H, W) tensor and use `mean[0]`,
+    `std[0]`.
+    """
+    if image_bgr.ndim == 2:
+        image_bgr = image_bgr[:, :, None]
+    if image_bgr.dtype != np.uint8 or image_bgr.ndim != 3 or image_bgr.shape[2] not in (1, 3):
+        raise ValueError(
+            f"normalize expects an (H, W, 3) uint8 BGR or (H, W) image, got {image_bgr.dtype} of shape {image_bgr.shape}"
+        )
+    num_channels = image_bgr.shape[2]
+    if len(mean) < num_channels or len(std) < num_channels:
+        raise ValueError(f"need {num_channels} mean/std values, got mean={tuple(mean)}, std={tuple(std)}")
+    if any(s == 0 for s in std[:num_channels]):
+        raise ValueError(f"std must be nonzero, got {tuple(std)}")
+    if min(image_bgr.strides) < 0:  # cv2 reads positive-stride views only (e.g. not np.flip views)
+        image_bgr = np.ascontiguousarray(image_bgr)
+    tables = normalization_tables(mean[:num_channels], std[:num_channels])
+    planes = cv2.split(image_bgr)  # contiguous (H, W) uint8 planes in B, G, R order
+    out = np.empty((num_channels, *image_bgr.shape[:2]), dtype=np.float32)  # (C, H, W)
+    for c in range(num_channels):
+        cv2.LUT(planes[num_channels - 1 - c], tables[c], dst=out[c])  # output channel c = input 2 − c
+    return torch.from_numpy(out)

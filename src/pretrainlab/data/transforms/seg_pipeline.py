@@ -1,0 +1,133 @@
+"""Segmentation train / validation pipelines with MMSegmentation 1.2.2 semantics.
+
+Train (the ADE20k / Cityscapes recipe of MMSeg):
+    random resize (scale × ratio, keep aspect) → random crop with cat_max_ratio →
+    horizontal flip → photometric distortion → normalise (BGR → RGB, (x − mean)/std).
+Validation:
+    keep-aspect resize of the image only (the label stays at its original size, metrics are
+    computed there) → normalise → optional bottom-right zero pad to a multiple of
+    `size_divisor`.
+
+Colour order: images enter as HWC uint8 **BGR** (what `cv2.imread` returns and what MMSeg
+uses), every transform works in BGR (photometric's HSV conversions need to know it), and
+`seg_normalize.normalize` is the single place converting to RGB. Labels are (H, W) integer
+maps with 255 = ignore; they are carried as uint8 internally and returned as int64.
+
+Photometric distortion runs on the crop (as in MMSeg, where it follows the crop), which
+makes it 2–4× cheaper than on the resized image.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from pretrainlab.data.transforms.photometric import random_photometric_distortion
+from pretrainlab.data.transforms.seg_collate import IGNORE_INDEX, pad_image
+from pretrainlab.data.transforms.seg_crop import random_crop
+from pretrainlab.data.transforms.seg_flip import random_flip
+from pretrainlab.data.transforms.seg_normalize import IMAGENET_MEAN_RGB, IMAGENET_STD_RGB, normalize
+from pretrainlab.data.transforms.seg_resize import random_resize, rescale_size, resize_image
+
+
+def as_uint8_label(label: np.ndarray) -> np.ndarray:
+    """(H, W) integer label → uint8 (values must lie in [0, 255]); uint8 input is returned as is."""
+    if label.ndim != 2:
+        raise ValueError(f"label must be an (H, W) array, got shape {label.shape}")
+    if label.dtype == np.uint8:
+        return label
+    if not np.issubdtype(label.dtype, np.integer):
+        raise ValueError(f"label must have an integer dtype, got {label.dtype}")
+    if label.size and (label.min() < 0 or label.max() > 255):
+        raise ValueError(f"label values must lie in [0, 255], got range [{label.min()}, {label.max()}]")
+    return label.astype(np.uint8)
+
+
+def _check_image(image_bgr: np.ndarray) -> None:
+    if image_bgr.dtype != np.uint8 or image_bgr.ndim != 3 or image_bgr.shape[2] != 3:
+        raise ValueError(f"expected an (H, W, 3) uint8 BGR image, got {image_bgr.dtype} of shape {image_bgr.shape}")
+
+
+def _label_tensor(label: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(label.astype(np.int64))  # astype copies into a contiguous array
+
+
+@dataclass(frozen=True)
+class SegTrainPipeline:
+    """MMSeg's training transforms: (H, W, 3) uint8 BGR + (H, W) label → ((3, h, w) float32, (h, w) int64).
+
+    The output is at most `crop_size`; smaller crops (images smaller than the crop after
+    resizing) are padded later by `seg_collate.pad_batch`.
+    """
+
+    crop_size: int | tuple[int, int] = 512
+    scale: tuple[int, int] = (2048, 512)
+    ratio_range: tuple[float, float] = (0.5, 2.0)
+    cat_max_ratio: float = 0.75
+    flip_p: float = 0.5
+    photometric: bool = True
+    mean: Sequence[float] = IMAGENET_MEAN_RGB
+    std: Sequence[float] = IMAGENET_STD_RGB
+    ignore_index: int = IGNORE_INDEX
+
+    def __post_init__(self) -> None:
+        crop = (self.crop_size, self.crop_size) if isinstance(self.crop_size, int) else tuple(self.crop_size)
+        if len(crop) != 2 or min(crop) <= 0:
+            raise ValueError(f"crop_size must be a positive int or (h, w), got {self.crop_size!r}")
+        object.__setattr__(self, "crop_size", crop)
+        if not 0.0 < self.cat_max_ratio <= 1.0:
+            raise ValueError(f"cat_max_ratio must be in (0, 1] (1 disables the check), got {self.cat_max_ratio}")
+        if not 0.0 <= self.flip_p <= 1.0:
+            raise ValueError(f"flip_p must be in [0, 1], got {self.flip_p}")
+
+    def __call__(
+        self, image_bgr: np.ndarray, label: np.ndarray, rng: np.random.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        _check_image(image_bgr)
+        label = as_uint8_label(label)
+        image, label = random_resize(image_bgr, label, rng, self.scale, self.ratio_range)
+        image, label = random_crop(image, label, rng, self.crop_size, self.cat_max_ratio, self.ignore_index)
+        image, label = random_flip(image, label, rng, self.flip_p)
+        if self.photometric:
+            image = random_photometric_distortion(image, rng)
+        return normalize(image, self.mean, self.std), _label_tensor(label)
+
+
+@dataclass(frozen=True)
+class SegValPipeline:
+    """MMSeg's test transforms: resize the image to fit `scale` (keep aspect), keep the label as is.
+
+    Returns `(image (3, h', w') float32, label (H, W) int64)` where (h', w') is
+    `resized_size(H, W)` rounded up to a multiple of `size_divisor` (zero padding at the
+    bottom/right; crop the logits back with `resized_size` before resizing them to (H, W)).
+    """
+
+    scale: tuple[int, int] = (2048, 512)
+    size_divisor: int | None = None
+    mean: Sequence[float] = IMAGENET_MEAN_RGB
+    std: Sequence[float] = IMAGENET_STD_RGB
+
+    def __post_init__(self) -> None:
+        if self.size_divisor is not None and self.size_divisor <= 0:
+            raise ValueError(f"size_divisor must be a positive int or None, got {self.size_divisor}")
+
+    def resized_size(self, height: int, width: int) -> tuple[int, int]:
+        """(h', w') of the resized, unpadded image for an original (H, W)."""
+        new_w, new_h = rescale_size(width, height, self.scale)
+        return new_h, new_w
+
+    def __call__(
+        self, image_bgr: np.ndarray, label: np.ndarray, rng: np.random.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """`rng` is accepted (and unused) so train and val pipelines share one call signature."""
+        _check_image(image_bgr)
+        label = as_uint8_label(label)
+        if label.shape != image_bgr.shape[:2]:
+            raise ValueError(f"label shape {label.shape} does not match image shape {image_bgr.shape[:2]}")
+        new_h, new_w = self.resized_size(*label.shape)
+        image = image_bgr if (new_h, new_w) == label.shape else resize_image(image_bgr, (new_w, new_h))
+        tensor = normalize(image, self.mean, self.std)
+        return pad_image(tensor, self.size_divisor), _label_tensor(label)

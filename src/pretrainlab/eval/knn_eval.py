@@ -1,0 +1,125 @@
+"""kNN evaluation of a backbone on the run's train (bank) / val images, and the
+Lightning callback that runs it during pretraining (pretrained and random-init)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Subset
+
+from pretrainlab.config.schema import KNNConfig
+from pretrainlab.eval.knn import extract_features, knn_classify
+from pretrainlab.models.backbones.base import Backbone
+
+log = logging.getLogger(__name__)
+
+
+def evaluate_knn(
+    backbone: Backbone,
+    train_loader: DataLoader,
+    val_loader: DataLoader,
+    config: KNNConfig,
+    *,
+    max_train_samples: int | None = None,
+) -> dict[str, Any]:
+    """Weighted kNN (DINO protocol) on `pooled` features; returns JSON-ready scores for every k."""
+    if max_train_samples is not None and max_train_samples < len(train_loader.dataset):
+        step = len(train_loader.dataset) / max_train_samples
+        subset = Subset(train_loader.dataset, [int(i * step) for i in range(max_train_samples)])
+        train_loader = DataLoader(subset, batch_size=train_loader.batch_size, num_workers=train_loader.num_workers)
+    was_training = backbone.training
+    backbone.eval()
+    device = next(backbone.parameters()).device
+
+    def pooled(images: torch.Tensor) -> torch.Tensor:
+        return backbone(images).pooled
+
+    train_features, train_labels = extract_features(pooled, train_loader, device)
+    val_features, val_labels = extract_features(pooled, val_loader, device)
+    backbone.train(was_training)
+    num_classes = int(max(train_labels.max(), val_labels.max())) + 1
+    ks = sorted(set(config.ks))
+    primary = 20 if 20 in ks else ks[0]
+    result = knn_classify(
+        train_features,
+        train_labels,
+        val_features,
+        val_labels,
+        k=primary,
+        ks=ks,
+        temperature=config.temperature,
+        num_classes=num_classes,
+    )
+    return {
+        "k": primary,
+        "top1": result.top1,
+        "top5": result.top5,
+        "precision": result.precision,
+        "recall": result.recall,
+        "f1": result.f1,
+        "per_k": {str(k): {"top1": s.top1, "top5": s.top5, "f1": s.f1} for k, s in result.per_k.items()},
+        "confusion": result.confusion.tolist(),
+        "num_train": len(train_features),
+        "num_val": len(val_features),
+    }
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(json.dumps(data, indent=2))
+    temporary.replace(path)
+
+
+class KNNEvalCallback(L.Callback):
+    """Evaluates the method's eval backbone every `every_n_epochs` (and the random init once, before step 0)."""
+
+    def __init__(
+        self,
+        train_loader: DataLoader,
+        val_loader: DataLoader,
+        config: KNNConfig,
+        eval_dir: Path,
+        *,
+        random_init_baseline: bool,
+    ) -> None:
+        self.train_loader = train_loader
+        self.val_loader = val_loader
+        self.config = config
+        self.eval_dir = eval_dir
+        self.random_init_baseline = random_init_baseline
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        path = self.eval_dir / "knn_random_init.json"
+        if not self.random_init_baseline or path.exists() or trainer.global_step > 0:
+            return
+        scores = evaluate_knn(pl_module.method.eval_backbone(), self.train_loader, self.val_loader, self.config)
+        log.info("kNN top-1 of the random init: %.2f", scores["top1"])
+        if trainer.is_global_zero:
+            write_json(path, scores)
+        self._log(trainer, {"eval/knn_top1_random_init": scores["top1"]})
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        every = self.config.every_n_epochs
+        epoch = trainer.current_epoch + 1
+        if every == 0 or epoch % every != 0 or epoch == trainer.max_epochs:
+            return  # the final evaluation (full bank) runs after training
+        scores = evaluate_knn(
+            pl_module.method.eval_backbone(),
+            self.train_loader,
+            self.val_loader,
+            self.config,
+            max_train_samples=self.config.max_train_samples,
+        )
+        log.info("epoch %d kNN top-1 %.2f", epoch, scores["top1"])
+        self._log(trainer, {"eval/knn_top1": scores["top1"], "epoch": epoch})
+
+    @staticmethod
+    def _log(trainer: L.Trainer, metrics: dict[str, float]) -> None:
+        for logger in trainer.loggers:
+            logger.log_metrics(metrics, step=trainer.global_step)

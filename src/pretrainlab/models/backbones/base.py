@@ -1,0 +1,59 @@
+"""The Backbone API every backbone implements (DESIGN.md, "Contracts").
+
+For an image batch (B, C, H, W) a backbone returns `Features`:
+  pooled (B, D)               CLS token or global-average of the last map
+  maps   [(B, D_i, H_i, W_i)] dense maps, finest first, with `strides[i]` = H / H_i
+  tokens (B, N, D) | None     patch tokens (without CLS / register tokens) where the model has them
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+
+@dataclass
+class Features:
+    pooled: Tensor  # (B, D)
+    maps: list[Tensor]  # [(B, D_i, H_i, W_i)], finest first
+    tokens: Tensor | None = None  # (B, N, D)
+
+
+class Backbone(nn.Module, abc.ABC):
+    """Base class: subclasses set the attributes below in `__init__` and implement `forward`.
+
+    Attributes:
+        embed_dim: D of `Features.pooled`.
+        out_channels: D_i of each entry of `Features.maps`.
+        strides: H / H_i of each entry of `Features.maps`.
+        patch_size: patch size for ViTs, None for CNNs.
+        in_chans: number of input channels (1, 3 or 4).
+    """
+
+    embed_dim: int
+    out_channels: list[int]
+    strides: list[int]
+    patch_size: int | None
+    in_chans: int
+
+    @abc.abstractmethod
+    def forward(self, images: Tensor) -> Features:  # images (B, C, H, W)
+        ...
+
+    def check_input(self, images: Tensor) -> None:
+        """Raise a clear error for a batch the backbone cannot take."""
+        if images.ndim != 4:
+            raise ValueError(f"{type(self).__name__} expects images (B, C, H, W), got shape {tuple(images.shape)}")
+        if images.shape[1] != self.in_chans:
+            raise ValueError(
+                f"{type(self).__name__} was built for {self.in_chans} input channels, "
+                f"got {images.shape[1]} (shape {tuple(images.shape)})"
+            )
+
+
+def global_average(feature_map: Tensor) -> Tensor:
+    """(B, D, H, W) -> (B, D)."""
+    return torch.flatten(nn.functional.adaptive_avg_pool2d(feature_map, 1), 1)

@@ -1,0 +1,69 @@
+"""DINO projection head (Caron et al. 2021, arXiv:2104.14294, Sec. 3.1 and App.).
+
+MLP (num_layers, GELU, optional BN) -> bottleneck -> L2 normalisation ->
+weight-normalised linear layer to `out_dim` prototypes. With `norm_last_layer` the
+weight-norm magnitude is fixed to 1, which the paper found stabilises training.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+
+class WeightNormLinear(nn.Module):
+    """Linear layer w = g * v / ||v|| per output row (Salimans & Kingma 2016), no bias.
+
+    Written out instead of `nn.utils.weight_norm` so the module deep-copies and its
+    two parameters (`direction`, `magnitude`) have plain names.
+    """
+
+    def __init__(self, in_features: int, out_features: int, *, fix_magnitude: bool) -> None:
+        super().__init__()
+        self.direction = nn.Parameter(torch.empty(out_features, in_features))  # (K, D)
+        nn.init.trunc_normal_(self.direction, std=0.02)
+        self.magnitude = nn.Parameter(torch.ones(out_features, 1), requires_grad=not fix_magnitude)  # (K, 1)
+
+    def forward(self, x: Tensor) -> Tensor:  # (B, D) -> (B, K)
+        weight = self.magnitude * F.normalize(self.direction, dim=1)
+        return F.linear(x, weight)
+
+
+class DINOHead(nn.Module):
+    def __init__(
+        self,
+        in_dim: int,
+        out_dim: int = 65536,
+        *,
+        hidden_dim: int = 2048,
+        bottleneck_dim: int = 256,
+        num_layers: int = 3,
+        use_bn: bool = False,
+        norm_last_layer: bool = True,
+    ) -> None:
+        super().__init__()
+        if num_layers < 1:
+            raise ValueError(f"DINOHead needs num_layers >= 1, got {num_layers}")
+        dims = [in_dim] + [hidden_dim] * (num_layers - 1) + [bottleneck_dim]
+        layers: list[nn.Module] = []
+        for i, (d_in, d_out) in enumerate(zip(dims[:-1], dims[1:])):
+            layers.append(nn.Linear(d_in, d_out))
+            if i < num_layers - 1:
+                if use_bn:
+                    layers.append(nn.BatchNorm1d(d_out))
+                layers.append(nn.GELU())
+        self.mlp = nn.Sequential(*layers)
+        self.mlp.apply(_init_linear)
+        self.last_layer = WeightNormLinear(bottleneck_dim, out_dim, fix_magnitude=norm_last_layer)
+
+    def forward(self, x: Tensor) -> Tensor:  # (B, in_dim) -> (B, out_dim)
+        x = self.mlp(x)  # (B, bottleneck_dim)
+        x = F.normalize(x, dim=-1)
+        return self.last_layer(x)
+
+
+def _init_linear(module: nn.Module) -> None:
+    if isinstance(module, nn.Linear):
+        nn.init.trunc_normal_(module.weight, std=0.02)
+        nn.init.zeros_(module.bias)

@@ -1,0 +1,59 @@
+"""Convolution + BatchNorm + ReLU, in the two orders CNN code needs.
+
+`ConvBnAct` is the usual post-activation unit (ResNet, He et al. 2016).
+`BnActConv` is the pre-activation unit used by the pyramid pooling necks of
+DDRNet (Hong et al. 2021) and PIDNet (Xu et al. 2023): BN -> ReLU -> conv.
+Convolutions have no bias because a BatchNorm is always next to them.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+
+def _check_kernel(kernel_size: int) -> None:
+    if kernel_size < 1 or kernel_size % 2 == 0:
+        raise ValueError(f"kernel_size must be a positive odd integer ('same' padding), got {kernel_size}")
+
+
+class ConvBnAct(nn.Module):
+    """conv(k×k, stride, padding k // 2, no bias) -> BN -> ReLU (optional).
+
+    Shapes: (B, C_in, H, W) -> (B, C_out, ceil(H / stride), ceil(W / stride)).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 3,
+        stride: int = 1,
+        groups: int = 1,
+        use_act: bool = True,
+    ) -> None:
+        super().__init__()
+        _check_kernel(kernel_size)
+        self.conv = nn.Conv2d(
+            in_channels, out_channels, kernel_size, stride=stride, padding=kernel_size // 2, groups=groups, bias=False
+        )
+        self.bn = nn.BatchNorm2d(out_channels)
+        self.act = nn.ReLU(inplace=True) if use_act else nn.Identity()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.act(self.bn(self.conv(x)))
+
+
+class BnActConv(nn.Module):
+    """BN -> ReLU -> conv(k×k, stride 1, padding k // 2, no bias): shapes (B, C_in, H, W) -> (B, C_out, H, W)."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 1, groups: int = 1) -> None:
+        super().__init__()
+        _check_kernel(kernel_size)
+        self.bn = nn.BatchNorm2d(in_channels)
+        self.act = nn.ReLU(inplace=True)  # acts on the BN output, never on the caller's tensor
+        self.conv = nn.Conv2d(
+            in_channels, out_channels, kernel_size, padding=kernel_size // 2, groups=groups, bias=False
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv(self.act(self.bn(x)))

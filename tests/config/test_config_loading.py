@@ -1,0 +1,103 @@
+"""Config loading: defaults, extends, overrides, and one clear line per error."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pretrainlab.cli import main
+from pretrainlab.config import ConfigError, load_config
+from pretrainlab.config.schema import DINOConfig, SimCLRConfig
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def test_defaults_and_dotted_overrides() -> None:
+    config = load_config(None, ["method.teacher_temp=0.07", "engine.max_epochs=3", "eval.knn.ks=[5, 7]"])
+    assert isinstance(config.method, DINOConfig)
+    assert config.method.teacher_temp == 0.07
+    assert config.engine.max_epochs == 3
+    assert config.eval.knn.ks == [5, 7]
+
+
+def test_extends_deep_merges_and_child_wins(tmp_path: Path) -> None:
+    write(tmp_path / "base.yaml", "name: base\nmethod: {name: dino, student_temp: 0.2, teacher_temp: 0.05}\n")
+    child = write(tmp_path / "child.yaml", "extends: base.yaml\nname: child\nmethod: {teacher_temp: 0.06}\n")
+    config = load_config(child)
+    assert config.name == "child"
+    assert config.method.student_temp == 0.2 and config.method.teacher_temp == 0.06
+
+
+def test_changing_component_name_replaces_the_component(tmp_path: Path) -> None:
+    write(tmp_path / "base.yaml", "method: {name: dino, teacher_temp: 0.05}\n")
+    child = write(tmp_path / "child.yaml", "extends: base.yaml\nmethod: {name: simclr, temperature: 0.3}\n")
+    config = load_config(child)
+    assert isinstance(config.method, SimCLRConfig) and config.method.temperature == 0.3
+
+
+def test_unknown_key_names_file_path_and_suggestion(tmp_path: Path) -> None:
+    path = write(tmp_path / "bad.yaml", "method: {name: dino, teacher_tmp: 0.07}\n")
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    message = str(error.value)
+    assert len(message.splitlines()) == 1
+    assert str(path) in message
+    assert "method.teacher_tmp: unknown key; did you mean 'teacher_temp'?" in message
+
+
+def test_wrong_type_names_key_and_value(tmp_path: Path) -> None:
+    path = write(tmp_path / "bad.yaml", "engine: {max_epochs: ten}\n")
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    message = str(error.value)
+    assert len(message.splitlines()) == 1
+    assert "engine.max_epochs" in message and "integer" in message and "'ten'" in message
+
+
+def test_unknown_component_name_suggests_closest(tmp_path: Path) -> None:
+    path = write(tmp_path / "bad.yaml", "method: {name: dinoo}\n")
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    message = str(error.value)
+    assert len(message.splitlines()) == 1
+    assert "method.name: unknown method 'dinoo'; did you mean 'dino'? known: dino, simclr" in message
+
+
+def test_unknown_key_in_override() -> None:
+    with pytest.raises(ConfigError, match=r"optim\.lrr: unknown key; did you mean 'lr'\?"):
+        load_config(None, ["optim.lrr=0.1"])
+
+
+def test_malformed_override() -> None:
+    with pytest.raises(ConfigError, match="expected dotted.key=value"):
+        load_config(None, ["optim.lr"])
+
+
+def test_extends_cycle_and_missing_file(tmp_path: Path) -> None:
+    write(tmp_path / "a.yaml", "extends: b.yaml\n")
+    write(tmp_path / "b.yaml", "extends: a.yaml\n")
+    with pytest.raises(ConfigError, match="cycle"):
+        load_config(tmp_path / "a.yaml")
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_cli_prints_one_line_and_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write(tmp_path / "bad.yaml", "backbone: {name: timmm}\n")
+    assert main(["pretrain", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "backbone.name: unknown backbone 'timmm'; did you mean 'timm'?" in err
+
+
+def test_shipped_configs_load() -> None:
+    root = Path(__file__).resolve().parents[2] / "configs"
+    files = sorted(root.rglob("*.yaml"))
+    assert files, "no configs shipped"
+    for path in files:
+        if "sweep" not in path.name:
+            load_config(path)

@@ -1,0 +1,71 @@
+"""Shared test fixtures: the reference-number folder and small deterministic settings."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def reference_dir() -> Path:
+    """The folder of reference numbers: $PRETRAINLAB_REFERENCE_DIR or ../shared/reference."""
+    return Path(os.environ.get("PRETRAINLAB_REFERENCE_DIR", REPO_ROOT.parent / "shared" / "reference"))
+
+
+def load_reference(name: str) -> np.lib.npyio.NpzFile:
+    """Open `<reference_dir>/<name>.npz`; fail (not skip) when it is missing."""
+    path = reference_dir() / f"{name}.npz"
+    if not path.exists():
+        pytest.fail(f"reference file {path} not found (set PRETRAINLAB_REFERENCE_DIR)")
+    return np.load(path)
+
+
+@pytest.fixture(autouse=True)
+def _few_threads_and_seed() -> None:
+    torch.manual_seed(0)
+    np.random.seed(0)
+
+
+TINY_SYNTHETIC = {"num_train": 96, "num_val": 48, "num_seg_train": 4, "num_seg_val": 2, "image_size": 32}
+
+
+@pytest.fixture(scope="session")
+def tiny_synthetic(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny synthetic dataset in the real layouts, generated once per test session."""
+    from pretrainlab.data.synthetic import write_synthetic_dataset
+
+    root = tmp_path_factory.mktemp("synthetic")
+    write_synthetic_dataset(root, workers=1, **TINY_SYNTHETIC)
+    return root
+
+
+def tiny_run_overrides(data_root: Path, output_root: Path, **extra: object) -> list[str]:
+    """Overrides turning any config into a seconds-long CPU run on `tiny_synthetic`."""
+    overrides = {
+        "data.root": str(data_root),
+        "data.synthetic": {k: v for k, v in TINY_SYNTHETIC.items()},
+        "data.batch_size": 16,
+        "data.eval_batch_size": 64,
+        "output_root": str(output_root),
+        "engine.precision": "32",
+        "engine.progress_bar": False,
+        "engine.max_epochs": 2,
+        "optim.warmup_epochs": 0,
+        "backbone.arch": "resnet18",
+        "backbone.small_input_stem": True,
+        "backbone.kwargs": {"layers": [1, 1, 1, 1], "channels": [8, 8, 16, 16]},
+        "eval.knn.ks": [5, 10],
+    }
+    overrides.update(extra)
+    return [f"{key}={_yaml_inline(value)}" for key, value in overrides.items()]
+
+
+def _yaml_inline(value: object) -> str:
+    import yaml
+
+    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()

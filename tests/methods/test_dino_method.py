@@ -1,0 +1,79 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pretrainlab.engine.schedules import StepValues
+from pretrainlab.methods.dino import DINO, group_by_size
+from pretrainlab.models.backbones.timm_backbone import TimmBackbone
+from pretrainlab.models.heads.dino import DINOHead
+
+
+def tiny_dino(freeze_last_layer_iters: int = 0) -> DINO:
+    backbone = TimmBackbone(
+        "resnet18", small_input_stem=True, layers=[1, 1, 1, 1], channels=[8, 8, 16, 16]
+    )
+    head = DINOHead(backbone.embed_dim, 32, hidden_dim=16, bottleneck_dim=8)
+    return DINO(backbone, head, freeze_last_layer_iters=freeze_last_layer_iters)
+
+
+def step_values(iteration: int = 0, momentum: float = 0.9) -> StepValues:
+    return StepValues(iteration, 0, 1e-3, 0.04, momentum, 0.04)
+
+
+def views(batch: int = 4) -> list[torch.Tensor]:
+    return [torch.randn(batch, 3, 32, 32), torch.randn(batch, 3, 32, 32)] + [torch.randn(batch, 3, 16, 16)] * 2
+
+
+def test_group_by_size_keeps_order() -> None:
+    groups = group_by_size(views())
+    assert [len(g) for g in groups] == [2, 2]
+
+
+def test_teacher_gets_no_gradient_and_stays_in_eval_mode() -> None:
+    method = tiny_dino().train()
+    assert not method.teacher.training and method.student.training
+    batchnorms = [m for m in method.teacher.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert batchnorms and all(m.training for m in batchnorms)  # batch statistics, as official DINO
+    outputs = method.training_step(views(), step_values())
+    outputs["loss"].backward()
+    assert all(p.grad is None for p in method.teacher.parameters())
+    assert all(p.grad is not None for p in method.student.parameters() if p.requires_grad)
+    method.eval()
+    assert not any(m.training for m in batchnorms)
+
+
+def test_center_moves_after_the_loss() -> None:
+    method = tiny_dino()
+    before = method.loss.center.clone()
+    method.training_step(views(), step_values())
+    assert not torch.equal(before, method.loss.center)
+
+
+def test_update_teacher_is_an_ema() -> None:
+    method = tiny_dino()
+    with torch.no_grad():
+        for p in method.student.parameters():
+            p.add_(1.0)
+    teacher_before = [p.clone() for p in method.teacher.parameters()]
+    method.update_teacher(0.9)
+    for before, student, teacher in zip(teacher_before, method.student.parameters(), method.teacher.parameters()):
+        torch.testing.assert_close(teacher, 0.9 * before + 0.1 * student)
+
+
+def test_last_layer_frozen_only_during_first_iterations() -> None:
+    method = tiny_dino(freeze_last_layer_iters=5)
+    frozen = method.frozen_parameters(step_values(iteration=4))
+    assert {id(p) for p in frozen} == {id(p) for p in method.student.head.last_layer.parameters()}
+    assert method.frozen_parameters(step_values(iteration=5)) == []
+
+
+def test_dino_head_normalised_last_layer() -> None:
+    head = DINOHead(12, 40, hidden_dim=16, bottleneck_dim=8, norm_last_layer=True)
+    assert not head.last_layer.magnitude.requires_grad
+    x = torch.randn(3, 12)
+    bottleneck = torch.nn.functional.normalize(head.mlp(x), dim=-1)
+    logits = head(x)
+    # every prototype has unit norm, so |logit| <= 1 for an L2-normalised bottleneck
+    assert logits.abs().max() <= 1.0 + 1e-5
+    assert bottleneck.norm(dim=-1) == pytest.approx(torch.ones(3), abs=1e-5)

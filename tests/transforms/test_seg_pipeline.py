@@ -1,0 +1,143 @@
+"""Flip, normalisation, batch padding and the composed train / val segmentation pipelines."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from pretrainlab.data.transforms.photometric import random_photometric_distortion
+from pretrainlab.data.transforms.seg_collate import collate_segmentation, pad_batch, pad_image
+from pretrainlab.data.transforms.seg_crop import random_crop
+from pretrainlab.data.transforms.seg_flip import hflip, random_flip
+from pretrainlab.data.transforms.seg_normalize import normalize
+from pretrainlab.data.transforms.seg_pipeline import SegTrainPipeline, SegValPipeline, as_uint8_label
+from pretrainlab.data.transforms.seg_resize import random_resize
+
+MEAN = (123.675, 116.28, 103.53)
+STD = (58.395, 57.12, 57.375)
+
+
+def test_normalize_converts_bgr_to_rgb_then_standardises() -> None:
+    image = np.array([[[0, 128, 255]]], dtype=np.uint8)  # one BGR pixel: B=0, G=128, R=255
+    out = normalize(image, MEAN, STD)
+    assert out.shape == (3, 1, 1)
+    expected = [(255 - MEAN[0]) / STD[0], (128 - MEAN[1]) / STD[1], (0 - MEAN[2]) / STD[2]]
+    torch.testing.assert_close(out[:, 0, 0], torch.tensor(expected), rtol=0, atol=1e-6)
+    assert out.dtype == torch.float32 and out.is_contiguous()
+
+
+def test_normalize_equals_mmseg_preprocessor_formula_bitwise() -> None:
+    image = np.random.default_rng(0).integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    chw = torch.from_numpy(image).permute(2, 0, 1)[[2, 1, 0]].float()
+    expected = (chw - torch.tensor(MEAN).view(3, 1, 1)) / torch.tensor(STD).view(3, 1, 1)
+    assert torch.equal(normalize(image, MEAN, STD), expected)
+    assert torch.equal(normalize(image[:, ::-1], MEAN, STD), expected.flip(-1))
+
+
+def test_flip_mirrors_image_and_label_together() -> None:
+    image = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3)
+    label = np.array([[0, 1, 2], [3, 4, 5]], np.uint8)
+    np.testing.assert_array_equal(hflip(label), [[2, 1, 0], [5, 4, 3]])
+    np.testing.assert_array_equal(hflip(image), image[:, ::-1])
+    flips = 0
+    rng = np.random.default_rng(0)
+    for _ in range(2000):
+        out_image, out_label = random_flip(image, label, rng, 0.5)
+        flipped = out_label[0, 0] == 2
+        flips += flipped
+        assert (out_image[0, 0] == image[0, 2]).all() == flipped
+    assert abs(flips / 2000 - 0.5) < 0.05
+    assert random_flip(image, label, rng, 0.0)[1] is label
+
+
+def test_pad_batch_pads_bottom_right_with_zero_and_255() -> None:
+    images = [torch.ones(3, 2, 3), torch.full((3, 4, 1), 2.0)]
+    labels = [torch.zeros(2, 3, dtype=torch.int64), torch.ones(4, 1, dtype=torch.int64)]
+    batch, label_batch = pad_batch(images, labels)
+    assert batch.shape == (2, 3, 4, 3) and label_batch.shape == (2, 4, 3)
+    assert batch[0, :, :2, :3].eq(1).all() and batch[0, :, 2:].eq(0).all()
+    assert batch[1, :, :, 1:].eq(0).all() and batch[1, :, :, :1].eq(2).all()
+    assert label_batch[0, 2:].eq(255).all() and label_batch[0, :2].eq(0).all()
+    assert label_batch[1, :, 1:].eq(255).all() and label_batch.dtype == torch.int64
+    batch, label_batch = pad_batch(images, labels, size_divisor=14)
+    assert batch.shape[-2:] == (14, 14) and label_batch.shape[-2:] == (14, 14)
+    batch, label_batch = pad_batch(images, labels, size=(5, 2))
+    assert batch.shape[-2:] == (5, 3)
+    images_only, none = pad_batch(images, None)
+    assert none is None and images_only.shape == (2, 3, 4, 3)
+    collated = collate_segmentation(list(zip(images, labels)), size=(8, 8))
+    assert collated[0].shape == (2, 3, 8, 8) and collated[1].shape == (2, 8, 8)
+
+
+def test_pad_batch_rejects_mismatches() -> None:
+    with pytest.raises(ValueError, match="2 images but 1 labels"):
+        pad_batch([torch.zeros(3, 2, 2)] * 2, [torch.zeros(2, 2)])
+    with pytest.raises(ValueError, match="label 0 has shape"):
+        pad_batch([torch.zeros(3, 2, 2)], [torch.zeros(3, 2)])
+    with pytest.raises(ValueError, match="same number of channels"):
+        pad_batch([torch.zeros(3, 2, 2), torch.zeros(1, 2, 2)])
+    with pytest.raises(ValueError, match="size_divisor"):
+        pad_image(torch.zeros(3, 2, 2), size_divisor=0)
+
+
+def test_train_pipeline_equals_the_composition_of_its_transforms() -> None:
+    rng = np.random.default_rng(7)
+    image = rng.integers(0, 256, (300, 420, 3), dtype=np.uint8)
+    label = rng.integers(0, 6, (300, 420), dtype=np.uint8)
+    label[:50] = 255
+    pipeline = SegTrainPipeline(crop_size=(128, 160), scale=(512, 256))
+    for seed in range(5):
+        out_image, out_label = pipeline(image, label, np.random.default_rng(seed))
+        manual_rng = np.random.default_rng(seed)
+        img, lab = random_resize(image, label, manual_rng, (512, 256), (0.5, 2.0))
+        img, lab = random_crop(img, lab, manual_rng, (128, 160), 0.75)
+        img, lab = random_flip(img, lab, manual_rng, 0.5)
+        img = random_photometric_distortion(img, manual_rng)
+        assert torch.equal(out_image, normalize(img, MEAN, STD))
+        assert torch.equal(out_label, torch.from_numpy(lab.astype(np.int64)))
+        assert out_image.dtype == torch.float32 and out_label.dtype == torch.int64
+        assert out_image.shape[0] == 3 and out_image.shape[1:] == out_label.shape
+        assert out_image.shape[1] <= 128 and out_image.shape[2] <= 160
+        assert set(out_label.unique().tolist()) <= set(range(6)) | {255}
+
+
+def test_train_pipeline_accepts_int64_labels_and_leaves_inputs_alone() -> None:
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, 256, (64, 80, 3), dtype=np.uint8)
+    label = rng.integers(0, 3, (64, 80)).astype(np.int64)
+    keep_image, keep_label = image.copy(), label.copy()
+    pipeline = SegTrainPipeline(crop_size=32, scale=(80, 64), ratio_range=(1.0, 1.0))
+    out_a = pipeline(image, label, np.random.default_rng(3))
+    out_b = pipeline(image, label.astype(np.uint8), np.random.default_rng(3))
+    assert torch.equal(out_a[0], out_b[0]) and torch.equal(out_a[1], out_b[1])
+    assert out_a[0].shape == (3, 32, 32)
+    np.testing.assert_array_equal(image, keep_image)
+    np.testing.assert_array_equal(label, keep_label)
+
+
+def test_train_pipeline_rejects_bad_inputs() -> None:
+    pipeline = SegTrainPipeline()
+    rng = np.random.default_rng(0)
+    with pytest.raises(ValueError, match="uint8 BGR image"):
+        pipeline(np.zeros((8, 8), np.uint8), np.zeros((8, 8), np.uint8), rng)
+    with pytest.raises(ValueError, match=r"\[0, 255\], got range \[-1, 0\]"):
+        as_uint8_label(np.array([[-1, 0]]))
+    with pytest.raises(ValueError, match="cat_max_ratio"):
+        SegTrainPipeline(cat_max_ratio=0.0)
+    with pytest.raises(ValueError, match="crop_size"):
+        SegTrainPipeline(crop_size=(0, 5))
+
+
+def test_val_pipeline_resizes_image_only_and_pads_to_divisor() -> None:
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (100, 300, 3), dtype=np.uint8)  # f = min(2048/300, 512/100) = 5.12
+    label = rng.integers(0, 4, (100, 300), dtype=np.uint8)
+    pipeline = SegValPipeline(scale=(2048, 512), size_divisor=14)
+    assert pipeline.resized_size(100, 300) == (512, 1536)
+    out_image, out_label = pipeline(image, label)
+    assert out_image.shape == (3, 518, 1540)  # 512 → 518, 1536 → 1540
+    assert out_image[:, 512:].eq(0).all() and out_image[:, :, 1536:].eq(0).all()
+    assert out_label.shape == (100, 300) and torch.equal(out_label, torch.from_numpy(label.astype(np.int64)))
+    plain, _ = SegValPipeline(scale=(2048, 512))(image, label)
+    assert plain.shape == (3, 512, 1536) and torch.equal(plain, out_image[:, :512, :1536])
