@@ -1,29 +1,38 @@
 """Throughput of the segmentation train pipeline and IoU accumulation vs MMSegmentation 1.2.2.
 
 Generates N synthetic 512 × (512–900) JPEG images with PNG label maps (ADE20k encoding,
-0 = other, 1..150 classes) in a temporary folder, then times on one process:
+0 = other, 1..150 classes) in a temporary folder, then times on one process, one OpenCV
+and one torch thread each:
 
-* ours: `read_image_bgr` + `read_label` + `reduce_zero_label` + `SegTrainPipeline`
-  (resize → cat-max crop 512 → flip → photometric → normalise to a float tensor);
-* MMSeg 1.2.2 (when its interpreter is available): LoadImageFromFile → LoadAnnotations
-  (reduce_zero_label) → RandomResize → RandomCrop(cat_max_ratio=0.75) → RandomFlip →
-  PhotoMetricDistortion → PackSegInputs, on the same files, in a subprocess that prints JSON;
-* IoU accumulation at 512 × 683 with 150 classes: `SegmentationMetric.update` vs
+* `transforms`: file → one augmented sample.
+  Ours: `read_image_bgr` + `read_label` + `reduce_zero_label` + `SegTrainPipeline`
+  (resize → cat-max crop 512 → flip → photometric → normalise to float32 CHW).
+  MMSeg: LoadImageFromFile → LoadAnnotations(reduce_zero_label) → RandomResize →
+  RandomCrop(cat_max_ratio=0.75) → RandomFlip → PhotoMetricDistortion → PackSegInputs,
+  which stops at a uint8 tensor: MMSeg normalises later, in its data preprocessor, so this
+  row charges us for work MMSeg skips (a conservative ratio).
+* `batches`: file → normalised, padded (8, 3, 512, 512) float32 batch — the same work on
+  both sides. Ours: the above + `collate_segmentation(size=(512, 512))`; MMSeg: the above +
+  `SegDataPreProcessor(bgr_to_rgb, mean/std, size=(512, 512))` run on the CPU.
+* `iou`: per-image accumulation at 512 × 683, 150 classes: `SegmentationMetric.update` vs
   `IoUMetric.process`.
 
-MMSeg lives in a separate venv (see FACTS.md), e.g. /work/mmseg-venv; `mmcv.ops` is replaced
-by a stand-in module because mmcv-lite has no compiled ops. Our side includes the
-normalisation to float32, which MMSeg defers to its data preprocessor, so the ratio is
-conservative. Both sides use one OpenCV and one torch thread; passes alternate between the
-two sides and each side's best pass is reported, by wall clock and by process CPU time
-(the latter is less disturbed by other jobs on a shared machine).
+Before timing, both sides augment every image once from the same random numbers (numpy's
+legacy stream, seeded per image) and the uint8 outputs are compared bit for bit.
 
-    PYTHONPATH=src python benchmarks/seg_pipeline.py [--num-images 64] [--mmseg-python PATH]
+MMSeg runs in its own venv (see FACTS.md, e.g. /work/mmseg-venv) in a subprocess. mmcv-lite
+has no compiled ops, so a stand-in `mmcv.ops` module is registered before importing mmseg;
+every name in it is a placeholder that raises if used (none is used here). Passes alternate
+between the two sides so load from other jobs hits both alike; each side's best pass is
+reported by wall clock and by process CPU time (less disturbed on a shared machine).
+
+    PYTHONPATH=src python benchmarks/seg_pipeline.py [--num-images 48] [--mmseg-python PATH]
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import subprocess
@@ -39,7 +48,12 @@ import torch
 from PIL import Image
 
 from pretrainlab.data.formats.segmentation_datasets import read_image_bgr, read_label, reduce_zero_label
+from pretrainlab.data.transforms.photometric import random_photometric_distortion
+from pretrainlab.data.transforms.seg_collate import collate_segmentation
+from pretrainlab.data.transforms.seg_crop import random_crop
+from pretrainlab.data.transforms.seg_flip import random_flip
 from pretrainlab.data.transforms.seg_pipeline import SegTrainPipeline
+from pretrainlab.data.transforms.seg_resize import random_resize
 from pretrainlab.eval.metrics import SegmentationMetric
 
 log = logging.getLogger("seg_pipeline_bench")
@@ -47,14 +61,23 @@ log = logging.getLogger("seg_pipeline_bench")
 DEFAULT_MMSEG_PYTHON = Path("/work/mmseg-venv/bin/python")
 NUM_CLASSES = 150
 IOU_HW = (512, 683)
+CROP = (512, 512)
+BATCH = 8
+TASKS = ("transforms", "batches", "iou")
 
 MMSEG_DRIVER = textwrap.dedent(
     """
     import json, sys, time, types
-    ops = types.ModuleType("mmcv.ops")  # mmcv-lite ships no compiled ops; mmseg imports this name
-    def point_sample(*args, **kwargs):
-        raise RuntimeError("mmcv.ops stand-in: point_sample is not available")
-    ops.point_sample = point_sample
+
+    def _placeholder(name):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        def unavailable(*args, **kwargs):
+            raise RuntimeError(f"mmcv.ops stand-in: {name} needs compiled mmcv ops")
+        return type(name, (), {"__init__": unavailable, "__call__": unavailable})
+
+    ops = types.ModuleType("mmcv.ops")  # mmcv-lite ships no compiled ops; mmseg imports names from here
+    ops.__getattr__ = _placeholder
     sys.modules["mmcv.ops"] = ops
     import cv2, numpy as np, torch
     cv2.setNumThreads(1); torch.set_num_threads(1)
@@ -62,48 +85,77 @@ MMSEG_DRIVER = textwrap.dedent(
     from mmcv.transforms import LoadImageFromFile, RandomFlip, RandomResize
     from mmseg.datasets.transforms import LoadAnnotations, PackSegInputs, PhotoMetricDistortion, RandomCrop
     from mmseg.evaluation import IoUMetric
+    from mmseg.models.data_preprocessor import SegDataPreProcessor
 
     args = json.loads(sys.argv[1])
     transforms = [
         LoadImageFromFile(),
         LoadAnnotations(reduce_zero_label=True),
         RandomResize(scale=(2048, 512), ratio_range=(0.5, 2.0), keep_ratio=True),
-        RandomCrop(crop_size=(512, 512), cat_max_ratio=0.75),
+        RandomCrop(crop_size=tuple(args["crop"]), cat_max_ratio=0.75),
         RandomFlip(prob=0.5),
         PhotoMetricDistortion(),
         PackSegInputs(),
     ]
+    preprocessor = SegDataPreProcessor(
+        mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375], bgr_to_rgb=True,
+        pad_val=0, seg_pad_val=255, size=tuple(args["crop"]),
+    )
     np.random.seed(args["seed"])
 
-    def pipeline_pass():
+    def sample(image_path, label_path):
+        results = dict(img_path=image_path, seg_map_path=label_path, reduce_zero_label=True, seg_fields=[])
+        for transform in transforms:
+            results = transform(results)
+        return results
+
+    def transforms_pass():
         for image_path, label_path in args["pairs"]:
-            results = dict(img_path=image_path, seg_map_path=label_path, reduce_zero_label=True, seg_fields=[])
-            for transform in transforms:
-                results = transform(results)
+            sample(image_path, label_path)
         return len(args["pairs"])
+
+    def batches_pass():
+        pairs, size = args["pairs"], args["batch"]
+        for start in range(0, len(pairs), size):
+            packed = [sample(*pair) for pair in pairs[start:start + size]]
+            data = dict(inputs=[p["inputs"] for p in packed], data_samples=[p["data_samples"] for p in packed])
+            preprocessor(data, training=True)
+        return len(pairs)
 
     rng = np.random.default_rng(args["seed"])
     h, w, c = args["iou_hw"][0], args["iou_hw"][1], args["num_classes"]
-    batches = []
+    iou_batches = []
     for _ in range(args["iou_images"]):
         pred = torch.from_numpy(rng.integers(0, c, (1, h, w)))
         label = torch.from_numpy(rng.integers(0, c + 1, (1, h, w)))
         label[label == c] = 255
-        batches.append([dict(pred_sem_seg=dict(data=pred), gt_sem_seg=dict(data=label))])
+        iou_batches.append([dict(pred_sem_seg=dict(data=pred), gt_sem_seg=dict(data=label))])
     metric = IoUMetric(iou_metrics=["mIoU"])
     metric.dataset_meta = dict(classes=[str(i) for i in range(c)])
 
     def iou_pass():
         metric.results.clear()
-        for batch in batches:
+        for batch in iou_batches:
             metric.process([], batch)
-        return len(batches)
+        return len(iou_batches)
 
+    def check_pass():
+        # Seed numpy's global stream per image and keep the uint8 outputs before PackSegInputs.
+        arrays = {}
+        for i, (image_path, label_path) in enumerate(args["pairs"]):
+            np.random.seed(args["seed"] + i)
+            results = dict(img_path=image_path, seg_map_path=label_path, reduce_zero_label=True, seg_fields=[])
+            for transform in transforms[:-1]:
+                results = transform(results)
+            arrays[f"image{i}"], arrays[f"label{i}"] = results["img"], results["gt_seg_map"]
+        np.savez(args["check_file"], **arrays)
+        return len(args["pairs"])
+
+    work = dict(transforms=transforms_pass, batches=batches_pass, iou=iou_pass, check=check_pass)
     print("@@", json.dumps(dict(version=mmseg.__version__)), flush=True)
-    for command in sys.stdin:  # one timed pass per command line: "pipeline" or "iou"
-        work = pipeline_pass if command.strip() == "pipeline" else iou_pass
+    for command in sys.stdin:  # one timed pass per line naming a task
         wall, cpu = time.perf_counter(), time.process_time()
-        count = work()
+        count = work[command.strip()]()
         timing = dict(count=count, wall=time.perf_counter() - wall, cpu=time.process_time() - cpu)
         print("@@", json.dumps(timing), flush=True)
     """
@@ -151,50 +203,59 @@ def write_synthetic_pairs(folder: Path, num_images: int, seed: int) -> list[tupl
     return pairs
 
 
-def our_pipeline_pass(pairs: list[tuple[Path, Path]], seed: int) -> Callable[[], int]:
-    """A callable running load + SegTrainPipeline over `pairs` once; returns the image count."""
-    pipeline = SegTrainPipeline()
+def our_passes(pairs: list[tuple[Path, Path]], num_iou: int, seed: int) -> dict[str, Callable[[], int]]:
+    """One callable per task, each running one pass and returning the number of images."""
+    pipeline = SegTrainPipeline(crop_size=CROP)
     rng = np.random.default_rng(seed)
+    collate = functools.partial(collate_segmentation, size=CROP)
 
-    def one_pass() -> int:
-        for image_path, label_path in pairs:
-            pipeline(read_image_bgr(image_path), reduce_zero_label(read_label(label_path)), rng)
+    def sample(image_path: Path, label_path: Path) -> tuple[torch.Tensor, torch.Tensor]:
+        return pipeline(read_image_bgr(image_path), reduce_zero_label(read_label(label_path)), rng)
+
+    def transforms_pass() -> int:
+        for pair in pairs:
+            sample(*pair)
         return len(pairs)
 
-    return one_pass
+    def batches_pass() -> int:
+        for start in range(0, len(pairs), BATCH):
+            collate([sample(*pair) for pair in pairs[start : start + BATCH]])
+        return len(pairs)
 
-
-def our_iou_pass(num_images: int, size: tuple[int, int], seed: int) -> Callable[[], int]:
-    """A callable feeding random (H, W) int64 pred/label maps (150 classes) to `SegmentationMetric.update`."""
-    rng = np.random.default_rng(seed)
-    pairs = []
-    for _ in range(num_images):
-        pred = torch.from_numpy(rng.integers(0, NUM_CLASSES, size))
-        label = torch.from_numpy(rng.integers(0, NUM_CLASSES + 1, size))
+    maps = np.random.default_rng(seed)
+    iou_pairs = []
+    for _ in range(num_iou):
+        pred = torch.from_numpy(maps.integers(0, NUM_CLASSES, IOU_HW))
+        label = torch.from_numpy(maps.integers(0, NUM_CLASSES + 1, IOU_HW))
         label[label == NUM_CLASSES] = 255
-        pairs.append((pred, label))
+        iou_pairs.append((pred, label))
     metric = SegmentationMetric(NUM_CLASSES, ignore_index=255)
 
-    def one_pass() -> int:
+    def iou_pass() -> int:
         metric.reset()
-        for pred, label in pairs:
+        for pred, label in iou_pairs:
             metric.update(pred, label)
-        return num_images
+        return num_iou
 
-    return one_pass
+    return dict(transforms=transforms_pass, batches=batches_pass, iou=iou_pass)
 
 
 class MMSegDriver:
-    """MMSeg's transforms and IoUMetric in a subprocess of another interpreter, one timed pass per request."""
+    """MMSeg's transforms, preprocessor and IoUMetric in another interpreter, one timed pass per request."""
 
-    def __init__(self, python: Path, pairs: list[tuple[Path, Path]], args: argparse.Namespace) -> None:
+    def __init__(
+        self, python: Path, pairs: list[tuple[Path, Path]], args: argparse.Namespace, check_file: Path
+    ) -> None:
         self.errors = tempfile.TemporaryFile(mode="w+")  # the driver's stderr, shown if it fails
         payload = dict(
             pairs=[(str(a), str(b)) for a, b in pairs],
             seed=args.seed,
+            crop=list(CROP),
+            batch=BATCH,
             iou_images=args.iou_images,
             iou_hw=list(IOU_HW),
             num_classes=NUM_CLASSES,
+            check_file=str(check_file),
         )
         self.process = subprocess.Popen(
             [str(python), "-c", MMSEG_DRIVER, json.dumps(payload)],
@@ -215,9 +276,9 @@ class MMSegDriver:
         self.errors.seek(0)
         raise RuntimeError(self.errors.read().strip()[-2000:])
 
-    def run(self, timings: Timings, command: str) -> None:
+    def run(self, timings: Timings, task: str) -> None:
         assert self.process.stdin is not None
-        self.process.stdin.write(command + "\n")
+        self.process.stdin.write(task + "\n")
         self.process.stdin.flush()
         reply = self._read()
         timings.add(reply["count"], reply["wall"], reply["cpu"])
@@ -229,21 +290,56 @@ class MMSegDriver:
         self.errors.close()
 
 
-def start_mmseg(python: Path | None, pairs: list[tuple[Path, Path]], args: argparse.Namespace) -> MMSegDriver | None:
+def start_mmseg(
+    python: Path | None, pairs: list[tuple[Path, Path]], args: argparse.Namespace, check_file: Path
+) -> MMSegDriver | None:
     """Start the MMSeg driver; None (with the reason logged) when it cannot be started or imported."""
     if python is None:
         log.info("no MMSegmentation interpreter (pass --mmseg-python or create %s)", DEFAULT_MMSEG_PYTHON)
         return None
     try:
-        return MMSegDriver(python, pairs, args)
+        return MMSegDriver(python, pairs, args, check_file)
     except (OSError, RuntimeError) as error:
         log.warning("MMSegmentation could not be imported or run with %s:\n%s", python, error)
         return None
 
 
-def report(name: str, ours: Timings, theirs: Timings | None, version: str) -> None:
+class LegacyNumpyStream:
+    """The `np.random.Generator` calls our transforms make, answered from numpy's legacy
+    `RandomState` the way MMSeg draws (`random_sample`, `randint`, `uniform`), so both
+    implementations see the same random numbers."""
+
+    def __init__(self, seed: int) -> None:
+        self.state = np.random.RandomState(seed)
+
+    def random(self) -> float:
+        return float(self.state.random_sample())
+
+    def integers(self, low: int, high: int | None = None) -> int:
+        return int(self.state.randint(low, high))
+
+    def uniform(self, low: float, high: float) -> float:
+        return float(self.state.uniform(low, high))
+
+
+def count_identical(pairs: list[tuple[Path, Path]], check_file: Path, seed: int) -> int:
+    """Images whose augmented uint8 image and label equal MMSeg's bit for bit, given the same draws."""
+    reference = np.load(check_file)
+    identical = 0
+    for i, (image_path, label_path) in enumerate(pairs):
+        rng = LegacyNumpyStream(seed + i)  # duck-types the Generator methods the transforms call
+        image, label = read_image_bgr(image_path), reduce_zero_label(read_label(label_path))
+        image, label = random_resize(image, label, rng)
+        image, label = random_crop(image, label, rng, CROP, 0.75)
+        image, label = random_flip(image, label, rng, 0.5)
+        image = random_photometric_distortion(image, rng)
+        identical += np.array_equal(image, reference[f"image{i}"]) and np.array_equal(label, reference[f"label{i}"])
+    return identical
+
+
+def report(title: str, ours: Timings, theirs: Timings | None, version: str) -> None:
     our_wall, our_cpu = ours.rates()
-    log.info("%s", name)
+    log.info("%s", title)
     log.info("  %-22s %7.1f img/s wall   %7.1f img/s CPU time", "pretrainlab", our_wall, our_cpu)
     if theirs is None:
         log.info("  %-22s not available", "MMSegmentation")
@@ -266,30 +362,36 @@ def main() -> None:
     torch.set_num_threads(1)
 
     mmseg_python = args.mmseg_python or (DEFAULT_MMSEG_PYTHON if DEFAULT_MMSEG_PYTHON.exists() else None)
+    ours = {task: Timings() for task in TASKS}
+    theirs: dict[str, Timings] | None = None
     with tempfile.TemporaryDirectory(prefix="seg_bench_") as tmp:
         pairs = write_synthetic_pairs(Path(tmp), args.num_images, args.seed)
-        mmseg = start_mmseg(mmseg_python, pairs, args)
-        ours_pipeline, ours_iou = Timings(), Timings()
-        theirs_pipeline, theirs_iou = (Timings(), Timings()) if mmseg is not None else (None, None)
-        pipeline_pass = our_pipeline_pass(pairs, args.seed)
-        iou_pass = our_iou_pass(args.iou_images, IOU_HW, args.seed)
-        # Alternate the two sides pass by pass (after one warm-up pass each) so that load from
-        # other processes on the machine hits both alike; keep each side's best pass.
-        for round_index in range(args.rounds + 1):
-            record = round_index > 0
-            timed(ours_pipeline if record else Timings(), pipeline_pass)
-            timed(ours_iou if record else Timings(), iou_pass)
-            if mmseg is not None and theirs_pipeline is not None and theirs_iou is not None:
-                mmseg.run(theirs_pipeline if record else Timings(), "pipeline")
-                mmseg.run(theirs_iou if record else Timings(), "iou")
+        passes = our_passes(pairs, args.iou_images, args.seed)
+        check_file = Path(tmp) / "mmseg_outputs.npz"
+        mmseg = start_mmseg(mmseg_python, pairs, args, check_file)
+        identical = None
+        if mmseg is not None:
+            theirs = {task: Timings() for task in TASKS}
+            mmseg.run(Timings(), "check")
+            identical = count_identical(pairs, check_file, args.seed)
+        for round_index in range(args.rounds + 1):  # round 0 is a warm-up
+            for task in TASKS:
+                timed(ours[task] if round_index else Timings(), passes[task])
+                if mmseg is not None and theirs is not None:
+                    mmseg.run(theirs[task] if round_index else Timings(), task)
         if mmseg is not None:
             mmseg.close()
 
     version = mmseg.version if mmseg is not None else ""
-    report(f"train pipeline (load, resize, crop, flip, photometric), {len(pairs)} images, 1 process:",
-           ours_pipeline, theirs_pipeline, version)  # fmt: skip
-    report(f"IoU accumulation, {IOU_HW[0]}x{IOU_HW[1]}, {NUM_CLASSES} classes, {args.iou_images} images:",
-           ours_iou, theirs_iou, version)  # fmt: skip
+    if identical is not None:
+        log.info("same random draws -> %d / %d augmented images and labels bit-identical to MMSeg", identical, len(pairs))
+    titles = dict(
+        transforms=f"file -> augmented sample (MMSeg stops before normalising), {len(pairs)} images:",
+        batches=f"file -> normalised padded batch ({BATCH}, 3, {CROP[0]}, {CROP[1]}), {len(pairs)} images:",
+        iou=f"IoU accumulation, {IOU_HW[0]}x{IOU_HW[1]}, {NUM_CLASSES} classes, {args.iou_images} images:",
+    )
+    for task in TASKS:
+        report(titles[task], ours[task], None if theirs is None else theirs[task], version)
 
 
 if __name__ == "__main__":

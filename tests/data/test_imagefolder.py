@@ -95,6 +95,13 @@ def test_in_memory_drops_broken_files(folder: Path) -> None:
     assert dataset.num_broken == 3
 
 
+def test_in_memory_samples_feed_the_ssl_views(folder: Path) -> None:
+    from pretrainlab.data.transforms.views import MultiCropViews
+
+    views, label = ImageFolderDataset(folder, in_memory=True, transform=MultiCropViews(global_size=8, local_size=4))[0]
+    assert label == 0 and [tuple(view.shape) for view in views] == [(3, 8, 8)] * 2 + [(3, 4, 4)] * 4
+
+
 def test_in_memory_keeps_a_list_for_mixed_sizes(tmp_path: Path) -> None:
     _write(tmp_path / "a" / "small.png", 10, size=4)
     _write(tmp_path / "a" / "large.png", 10, size=6)
@@ -120,6 +127,8 @@ def test_bad_roots_raise_with_the_path(tmp_path: Path) -> None:
         ImageFolderDataset(tmp_path)
     with pytest.raises(ValueError, match="channel policy 'rgb'"):
         ImageFolderDataset(tmp_path, channel_policy="rgb")
+    with pytest.raises(ValueError, match="uint16_scaling 'log'"):
+        ImageFolderDataset(tmp_path, uint16_scaling="log")  # type: ignore[arg-type]
 
 
 def test_all_broken_in_memory_raises(tmp_path: Path) -> None:

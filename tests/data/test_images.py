@@ -35,7 +35,7 @@ def test_16_bit_grayscale_is_scaled_and_copied(tmp_path: Path) -> None:
     assert full.shape == (2, 3, 3)
     np.testing.assert_array_equal(full[..., 0], [[0, 1, 4], [117, 255, 0]])  # round(v / 257)
     np.testing.assert_array_equal(full[..., 0], full[..., 2])
-    stretched = read_image(tmp_path / "thermal.png", depth_scaling="minmax")
+    stretched = read_image(tmp_path / "thermal.png", uint16_scaling="minmax")
     np.testing.assert_array_equal(stretched[..., 1], np.rint(gray / 65535 * 255).astype(np.uint8))
 
 
@@ -58,7 +58,7 @@ def test_pick_channel_policy() -> None:
 def test_unsupported_dtype_and_scaling_raise() -> None:
     with pytest.raises(ValueError, match="float32"):
         scale_to_uint8(np.zeros((2, 2), np.float32))
-    with pytest.raises(ValueError, match="depth_scaling 'log'"):
+    with pytest.raises(ValueError, match="uint16_scaling 'log'"):
         scale_to_uint8(np.zeros((2, 2), np.uint16), "log")  # type: ignore[arg-type]
 
 

@@ -174,3 +174,27 @@ def test_bad_configuration_raises(tmp_path: Path) -> None:
         SegmentationDataset(tmp_path, "ade20k", "test")
     with pytest.raises(ValueError, match="validation"):
         SegmentationDataset(tmp_path, "ade20k", "val")
+
+
+def test_truncated_files_are_skipped_and_counted(tmp_path: Path) -> None:
+    make_ade(tmp_path)
+    path = tmp_path / "annotations" / "training" / "ADE_0001.png"
+    path.write_bytes(path.read_bytes()[:60])
+    image_path = tmp_path / "images" / "training" / "ADE_0005.jpg"
+    noisy = np.random.default_rng(0).integers(0, 256, (12, 16, 3), dtype=np.uint8)
+    assert cv2.imwrite(str(image_path), noisy)
+    image_path.write_bytes(image_path.read_bytes()[:-30])  # a JPEG cut short: cv2.imread would still decode it
+    dataset = SegmentationDataset(tmp_path, "ade20k", "train")
+    dataset[1]
+    dataset[5]
+    assert dataset.broken_indices >= {1, 5}
+
+
+def test_16_bit_label_values_are_checked_before_the_uint8_cast(tmp_path: Path) -> None:
+    make_cityscapes(tmp_path)
+    label = np.zeros((12, 16), np.uint16)
+    label[0, :3] = 300  # would wrap to 44 in uint8
+    path = tmp_path / "gtFine" / "val" / "bonn" / "bonn_000000_000019_gtFine_labelTrainIds.png"
+    assert cv2.imwrite(str(path), label)
+    with pytest.raises(ValueError, match=r"bonn_000000_000019_gtFine_labelTrainIds\.png: label values \[300\]"):
+        SegmentationDataset(tmp_path, "cityscapes", "val")[2]

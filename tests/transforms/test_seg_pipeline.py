@@ -6,7 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from pretrainlab.data.transforms.photometric import random_photometric_distortion
+from pretrainlab.data.transforms.photometric import (
+    photometric_distortion,
+    photometric_distortion_deferred,
+    random_photometric_distortion,
+)
 from pretrainlab.data.transforms.seg_collate import collate_segmentation, pad_batch, pad_image
 from pretrainlab.data.transforms.seg_crop import random_crop
 from pretrainlab.data.transforms.seg_flip import hflip, random_flip
@@ -33,6 +37,24 @@ def test_normalize_equals_mmseg_preprocessor_formula_bitwise() -> None:
     expected = (chw - torch.tensor(MEAN).view(3, 1, 1)) / torch.tensor(STD).view(3, 1, 1)
     assert torch.equal(normalize(image, MEAN, STD), expected)
     assert torch.equal(normalize(image[:, ::-1], MEAN, STD), expected.flip(-1))
+
+
+@pytest.mark.parametrize(
+    ("params", "is_deferred"),
+    [
+        ((12.5, 0, 0.7, 1.1, None), True),  # saturation, then contrast last: contrast deferred
+        ((-20.0, 1, 1.3, None, None), True),  # brightness + contrast first, no HSV op after
+        ((5.0, 1, None, 1.2, 7), False),  # an HSV op comes last: nothing deferred
+        ((None, 0, None, None, None), False),  # nothing fires
+    ],
+)
+def test_deferred_value_map_folded_into_normalize_is_exact(params: tuple, is_deferred: bool) -> None:
+    image = np.random.default_rng(4).integers(0, 256, (16, 20, 3), dtype=np.uint8)
+    deferred, value_map = photometric_distortion_deferred(image, *params)
+    assert (value_map is not None) == is_deferred
+    assert torch.equal(normalize(deferred, MEAN, STD, value_map), normalize(photometric_distortion(image, *params)))
+    with pytest.raises(ValueError, match="value_map"):
+        normalize(image, MEAN, STD, np.zeros(10, np.uint8))
 
 
 def test_flip_mirrors_image_and_label_together() -> None:
@@ -135,7 +157,7 @@ def test_val_pipeline_resizes_image_only_and_pads_to_divisor() -> None:
     label = rng.integers(0, 4, (100, 300), dtype=np.uint8)
     pipeline = SegValPipeline(scale=(2048, 512), size_divisor=14)
     assert pipeline.resized_size(100, 300) == (512, 1536)
-    out_image, out_label = pipeline(image, label)
+    out_image, out_label = pipeline(image, label, np.random.default_rng(0))  # rng accepted, unused
     assert out_image.shape == (3, 518, 1540)  # 512 → 518, 1536 → 1540
     assert out_image[:, 512:].eq(0).all() and out_image[:, :, 1536:].eq(0).all()
     assert out_label.shape == (100, 300) and torch.equal(out_label, torch.from_numpy(label.astype(np.int64)))

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -187,9 +187,15 @@ class EngineConfig(Strict):
     num_nodes: int = Field(1, ge=1)
     strategy: Literal["auto", "ddp", "fsdp"] = "auto"
     num_threads: int | None = Field(None, ge=1, description="torch intra-op threads; null = torch default")
+    channels_last: bool = Field(False, description="NHWC memory format (faster convolutions on CPU)")
     log_every_n_steps: int = Field(10, ge=1)
     progress_bar: bool = True
     limit_train_batches: int | float | None = Field(None, description="for smoke tests")
+
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _precision_as_text(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, int) else value  # YAML reads `precision: 32` as an int
 
 
 class KNNConfig(Strict):

@@ -29,7 +29,7 @@ from pretrainlab.data.formats._robust import BrokenSampleError
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
-DepthScaling = Literal["full", "minmax"]
+Uint16Scaling = Literal["full", "minmax"]
 
 _PICK = re.compile(r"^pick:(\d+)$")
 
@@ -40,12 +40,18 @@ def check_channel_policy(policy: str) -> None:
         raise ValueError(f"channel policy {policy!r} is not valid; expected 'copy' or 'pick:<i>' (e.g. 'pick:0')")
 
 
+def check_uint16_scaling(uint16_scaling: str) -> None:
+    """Raise ValueError unless `uint16_scaling` is `"full"` or `"minmax"`."""
+    if uint16_scaling not in ("full", "minmax"):
+        raise ValueError(f"uint16_scaling {uint16_scaling!r} is not valid; expected 'full' or 'minmax'")
+
+
 def is_image_file(path: Path) -> bool:
     """True when the suffix (any case) is one of IMAGE_EXTENSIONS."""
     return path.suffix.lower() in IMAGE_EXTENSIONS
 
 
-def scale_to_uint8(image: np.ndarray, depth_scaling: DepthScaling = "full") -> np.ndarray:
+def scale_to_uint8(image: np.ndarray, uint16_scaling: Uint16Scaling = "full") -> np.ndarray:
     """Convert a uint8 or uint16 array (any shape) to uint8.
 
     `"full"`: round(value / 257); `"minmax"`: (value - min) / (max - min) * 255 per image
@@ -55,15 +61,14 @@ def scale_to_uint8(image: np.ndarray, depth_scaling: DepthScaling = "full") -> n
         return image
     if image.dtype != np.uint16:
         raise ValueError(f"image dtype {image.dtype} is not supported; expected uint8 or uint16")
-    if depth_scaling == "full":
+    check_uint16_scaling(uint16_scaling)
+    if uint16_scaling == "full":
         return ((image.astype(np.uint32) + 128) // 257).astype(np.uint8)
-    if depth_scaling == "minmax":
-        low, high = int(image.min()), int(image.max())
-        if high == low:
-            return np.zeros(image.shape, dtype=np.uint8)
-        scaled = (image.astype(np.float32) - low) * (255.0 / (high - low))
-        return np.rint(scaled).astype(np.uint8)
-    raise ValueError(f"depth_scaling {depth_scaling!r} is not valid; expected 'full' or 'minmax'")
+    low, high = int(image.min()), int(image.max())
+    if high == low:
+        return np.zeros(image.shape, dtype=np.uint8)
+    scaled = (image.astype(np.float32) - low) * (255.0 / (high - low))
+    return np.rint(scaled).astype(np.uint8)
 
 
 def to_rgb(image: np.ndarray, channel_policy: str = "copy") -> np.ndarray:
@@ -95,7 +100,9 @@ def to_rgb(image: np.ndarray, channel_policy: str = "copy") -> np.ndarray:
     raise ValueError(f"image with {num_channels} channels needs channel policy 'pick:<i>', got {channel_policy!r}")
 
 
-def decode_image(data: bytes, *, channel_policy: str = "copy", depth_scaling: DepthScaling = "full") -> np.ndarray:
+def decode_image(
+    data: bytes, *, channel_policy: str = "copy", uint16_scaling: Uint16Scaling = "full"
+) -> np.ndarray:
     """Decode encoded image bytes into an RGB uint8 (H, W, 3) array.
 
     Raises:
@@ -113,10 +120,12 @@ def decode_image(data: bytes, *, channel_policy: str = "copy", depth_scaling: De
         decoded = decoded[:, :, ::-1]  # BGR -> RGB
     elif decoded.ndim == 3 and decoded.shape[2] == 4:
         decoded = decoded[:, :, [2, 1, 0, 3]]  # BGRA -> RGBA
-    return to_rgb(scale_to_uint8(decoded, depth_scaling), channel_policy)
+    return to_rgb(scale_to_uint8(decoded, uint16_scaling), channel_policy)
 
 
-def read_image(path: Path | str, *, channel_policy: str = "copy", depth_scaling: DepthScaling = "full") -> np.ndarray:
+def read_image(
+    path: Path | str, *, channel_policy: str = "copy", uint16_scaling: Uint16Scaling = "full"
+) -> np.ndarray:
     """Read an image file into an RGB uint8 (H, W, 3) array (see the module docstring).
 
     Raises:
@@ -126,4 +135,4 @@ def read_image(path: Path | str, *, channel_policy: str = "copy", depth_scaling:
         data = Path(path).read_bytes()
     except OSError as error:
         raise BrokenSampleError(f"cannot read {path}: {error}") from error
-    return decode_image(data, channel_policy=channel_policy, depth_scaling=depth_scaling)
+    return decode_image(data, channel_policy=channel_policy, uint16_scaling=uint16_scaling)

@@ -22,9 +22,12 @@ from pretrainlab.methods.base import Method
 
 
 class PretrainModule(L.LightningModule):
-    def __init__(self, method: Method, optim: OptimConfig, schedules: Schedules) -> None:
+    def __init__(
+        self, method: Method, optim: OptimConfig, schedules: Schedules, *, channels_last: bool = False
+    ) -> None:
         super().__init__()
-        self.method = method
+        self.channels_last = channels_last
+        self.method = method.to(memory_format=torch.channels_last) if channels_last else method
         self.optim_config = optim
         self.schedules = schedules
         self.automatic_optimization = False
@@ -34,6 +37,8 @@ class PretrainModule(L.LightningModule):
 
     def training_step(self, batch: tuple[list[Tensor], Tensor], batch_idx: int) -> Tensor:
         views, _labels = batch
+        if self.channels_last:
+            views = [view.contiguous(memory_format=torch.channels_last) for view in views]
         step = self.schedules.at(self.global_step)
         optimizer = self.optimizers()
         set_lr_and_weight_decay(optimizer.optimizer, step.lr, step.weight_decay)

@@ -80,7 +80,8 @@ def pretrain(config: Config, *, resume: bool = False) -> Path:
         )
     schedules = build_schedules(config, steps_per_epoch)
     L.seed_everything(config.seed, workers=True, verbose=False)  # right before building: see random_init_method
-    module = PretrainModule(build_method(config, steps_per_epoch), config.optim, schedules)
+    method = build_method(config, steps_per_epoch)
+    module = PretrainModule(method, config.optim, schedules, channels_last=config.engine.channels_last)
 
     ckpt = checkpoint_path(run_dir)
     resume_from = ckpt if resume and ckpt.exists() else None

@@ -235,8 +235,23 @@ def _best_prefix(keys: list[str], model_keys: set[str], use_dinov2_names: bool) 
             prefix = ".".join(parts[:i]) + "." if i else ""
             if _rename(".".join(parts[i:]), model_keys, use_dinov2_names) in model_keys:
                 scores[prefix] = scores.get(prefix, 0) + 1
-    best = max(scores, key=lambda p: (scores[p], "teacher" in p.split("."), -len(p)))
+    best = max(scores, key=lambda prefix: _prefix_rank(scores[prefix], prefix))
     return scores[best], best
+
+
+def _prefix_rank(score: int, prefix: str) -> tuple[int, bool, int]:
+    """More matching keys first, then a teacher's weights, then the shorter prefix."""
+    return score, "teacher" in prefix.split("."), -len(prefix)
+
+
+def _choose_target(model: nn.Module, keys: list[str], use_dinov2_names: bool) -> tuple[str, nn.Module, str]:
+    """(target name, target module, prefix to strip) that matches the checkpoint keys best."""
+    ranked = []
+    for order, (name, module) in enumerate(_candidate_targets(model)):
+        score, prefix = _best_prefix(keys, set(module.state_dict()), use_dinov2_names)
+        ranked.append(((*_prefix_rank(score, prefix), -order), name, module, prefix))
+    _, name, module, prefix = max(ranked, key=lambda entry: entry[0])
+    return name, module, prefix
 
 
 def _is_square(n: int) -> bool:
@@ -339,22 +354,16 @@ def load_backbone_checkpoint(
         state = _remap_prefixes(state, prefix_remap)
 
     keys = list(state)
-    choices = []
-    for order, (name, module) in enumerate(_candidate_targets(model)):
-        own_keys = set(module.state_dict())
-        score, prefix = _best_prefix(keys, own_keys, rules.use_dinov2_names)
-        choices.append((score, "teacher" in prefix.split("."), -len(prefix), -order, name, module, prefix))
-    _, _, _, _, target_name, target, prefix = max(choices, key=lambda choice: choice[:4])
-
-    own_state = target.state_dict()
-    own_shapes = {key: value.shape for key, value in own_state.items()}
+    target_name, target, prefix = _choose_target(model, keys, rules.use_dinov2_names)
+    own_shapes = {key: value.shape for key, value in target.state_dict().items()}
+    own_keys = set(own_shapes)
     report = LoadReport(source=str(path), layout=layout, target=target_name, container=container, prefix=prefix)
     matched: dict[str, Tensor] = {}
     for key in keys:
         if not key.startswith(prefix):
             report.ignored.append(key)
             continue
-        name = _rename(key[len(prefix) :], set(own_shapes), rules.use_dinov2_names)
+        name = _rename(key[len(prefix) :], own_keys, rules.use_dinov2_names)
         if name in own_shapes and name not in matched:
             matched[name] = state[key]
         elif name.startswith(rules.ignore_prefixes):

@@ -15,7 +15,13 @@ from typing import Any
 import numpy as np
 
 from pretrainlab.data.formats._robust import BrokenSampleError, SkippingDataset
-from pretrainlab.data.images import DepthScaling, check_channel_policy, is_image_file, read_image
+from pretrainlab.data.images import (
+    Uint16Scaling,
+    check_channel_policy,
+    check_uint16_scaling,
+    is_image_file,
+    read_image,
+)
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +47,7 @@ class ImageFolderDataset(SkippingDataset):
         root: folder with one sub-folder per class.
         transform: called on the RGB uint8 (H, W, 3) array; `None` returns the array.
         channel_policy: `"copy"` or `"pick:<i>"` for single-/multi-channel files.
-        depth_scaling: `"full"` or `"minmax"` conversion of 16-bit files to 8 bits.
+        uint16_scaling: `"full"` or `"minmax"` conversion of 16-bit files to 8 bits.
         in_memory: decode every image once at construction; broken files are then dropped
             from `samples` / `targets` and counted in `num_broken`, so `targets` matches
             what is returned.
@@ -56,15 +62,16 @@ class ImageFolderDataset(SkippingDataset):
         *,
         transform: Callable[[np.ndarray], Any] | None = None,
         channel_policy: str = "copy",
-        depth_scaling: DepthScaling = "full",
+        uint16_scaling: Uint16Scaling = "full",
         in_memory: bool = False,
     ) -> None:
         super().__init__()
         check_channel_policy(channel_policy)
+        check_uint16_scaling(uint16_scaling)
         self.root = Path(root)
         self.transform = transform
         self.channel_policy = channel_policy
-        self.depth_scaling: DepthScaling = depth_scaling
+        self.uint16_scaling: Uint16Scaling = uint16_scaling
         self.classes = find_classes(self.root)
         self.class_to_idx = {name: index for index, name in enumerate(self.classes)}
         self.samples: list[tuple[Path, int]] = []
@@ -102,7 +109,7 @@ class ImageFolderDataset(SkippingDataset):
         log.info("decoded %d images of %s into memory (%d broken dropped)", len(kept), self.root, len(self.dropped))
 
     def _read(self, path: Path) -> np.ndarray:
-        return read_image(path, channel_policy=self.channel_policy, depth_scaling=self.depth_scaling)
+        return read_image(path, channel_policy=self.channel_policy, uint16_scaling=self.uint16_scaling)
 
     @property
     def num_broken(self) -> int:

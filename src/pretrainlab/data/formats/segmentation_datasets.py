@@ -19,6 +19,7 @@ values outside [0, num_classes) ∪ {255} are a configuration error and raise `V
 
 from __future__ import annotations
 
+import io
 import logging
 import math
 from collections.abc import Callable
@@ -206,19 +207,44 @@ def check_label_values(label: np.ndarray, num_classes: int, source: str, ignore_
 
 
 def read_image_bgr(path: Path) -> np.ndarray:
-    """(H, W, 3) uint8 BGR image via OpenCV; BrokenSampleError when missing or undecodable."""
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    """(H, W, 3) uint8 BGR image, decoded like MMSeg (`cv2.imdecode`, IMREAD_COLOR).
+
+    Raises BrokenSampleError when the file is missing or undecodable; `cv2.imdecode` also
+    rejects truncated JPEG/PNG files (where `cv2.imread` would return a grey-filled image).
+    """
+    if not path.is_file():
+        raise BrokenSampleError(f"image {path} is missing")
+    image = cv2.imdecode(np.frombuffer(path.read_bytes(), np.uint8), cv2.IMREAD_COLOR)
     if image is None:
-        raise BrokenSampleError(f"cannot read image {path}")
+        raise BrokenSampleError(f"cannot decode image {path}")
     return image
 
 
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _is_8bit_gray_png(data: bytes) -> bool:
+    """PNG whose IHDR says bit depth 8, colour type 0 (grayscale): byte 24 and byte 25."""
+    return len(data) > 26 and data[:8] == _PNG_SIGNATURE and data[12:16] == b"IHDR" and data[24:26] == b"\x08\x00"
+
+
 def read_label(path: Path) -> np.ndarray:
-    """(H, W) label via Pillow (palette PNGs give their indices); BrokenSampleError when not 2-D."""
+    """(H, W) label map; BrokenSampleError when missing, undecodable or not single-channel.
+
+    8-bit grayscale PNGs (the usual label format) are decoded by OpenCV, which is faster;
+    everything else by Pillow, which keeps the indices of palette PNGs (OpenCV would turn
+    them into colours). Both give the stored values unchanged.
+    """
     if not path.is_file():
         raise BrokenSampleError(f"annotation {path} is missing")
-    with Image.open(path) as pil_label:
-        label = np.asarray(pil_label)
+    data = path.read_bytes()
+    if _is_8bit_gray_png(data):
+        label = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+        if label is None:
+            raise BrokenSampleError(f"cannot decode annotation {path}")
+    else:
+        with Image.open(io.BytesIO(data)) as pil_label:
+            label = np.array(pil_label)  # a writable copy (np.asarray would be read-only)
     if label.ndim != 2:
         raise BrokenSampleError(f"annotation {path} has shape {label.shape}; expected a single-channel (H, W) map")
     return label

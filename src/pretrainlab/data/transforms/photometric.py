@@ -14,7 +14,8 @@ Saturation and hue each make their own lossy HSV round trip. Every op truncates 
 Speed: a uint8 input has 256 possible values, so brightness, contrast and the per-channel
 HSV edits are evaluated once per value with the very same float32 expression and applied
 through `cv2.LUT` — bit-identical to the elementwise computation. Consecutive value maps
-(brightness then contrast) are composed into one table.
+(brightness then contrast) are composed into one table, and a trailing one can be handed
+to the normalisation (`photometric_distortion_deferred`) instead of being applied here.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ import cv2
 import numpy as np
 
 _VALUES = np.arange(256, dtype=np.float32)
-_IDENTITY = np.arange(256, dtype=np.uint8)
 
 
 @dataclass(frozen=True)
@@ -74,31 +74,26 @@ def hue_lut(delta: int) -> np.ndarray:
 def _hsv_channel_edit(image_bgr: np.ndarray, channel: int, lut: np.ndarray) -> np.ndarray:
     """BGR→HSV, map one HSV channel through `lut`, HSV→BGR (one lossy round trip)."""
     hsv = cv2.cvtColor(image_bgr, cv2.COLOR_BGR2HSV)
-    tables = [_IDENTITY, _IDENTITY, _IDENTITY]
-    tables[channel] = lut
-    cv2.LUT(hsv, np.stack(tables, axis=-1)[None], dst=hsv)  # (1, 256, 3) per-channel table
+    plane = cv2.extractChannel(hsv, channel)
+    cv2.LUT(plane, lut, dst=plane)
+    cv2.insertChannel(plane, hsv, channel)
     return cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR, dst=hsv)
 
 
-def photometric_distortion(
+def photometric_distortion_deferred(
     image: np.ndarray,
     beta: float | None,
     mode: int,
     alpha: float | None,
     alpha_s: float | None,
     delta: int | None,
-) -> np.ndarray:
-    """Deterministic core: apply the given distortion to an (H, W, 3) uint8 **BGR** image.
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """`photometric_distortion` with the trailing brightness / contrast left unapplied.
 
-    Args:
-        image: (H, W, 3) uint8 BGR (views with positive strides are fine; not modified).
-        beta: brightness offset, or None when brightness does not fire.
-        mode: 1 = contrast right after brightness, 0 = contrast last.
-        alpha: contrast factor or None; alpha_s: saturation factor or None;
-        delta: hue shift in OpenCV hue units (degrees / 2) or None.
-
-    Returns:
-        (H, W, 3) uint8 BGR; the input itself when no op fires.
+    Returns `(image, value_map)`: the (H, W, 3) uint8 BGR image after the last HSV op, and
+    the (256,) uint8 table of the remaining per-value ops (None when nothing remains); the
+    result equals `cv2.LUT(image, value_map)`. A consumer that maps values anyway (such as
+    `seg_normalize.normalize(..., value_map=)`) can fold it in and save a pass over the image.
     """
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"photometric_distortion expects an (H, W, 3) uint8 BGR image, got {image.dtype} {image.shape}")
@@ -130,7 +125,31 @@ def photometric_distortion(
         image = _hsv_channel_edit(flush(image), 0, hue_lut(delta))
     if mode == 0 and alpha is not None:
         compose(affine_lut(alpha=alpha))
-    return flush(image)
+    return image, pending
+
+
+def photometric_distortion(
+    image: np.ndarray,
+    beta: float | None,
+    mode: int,
+    alpha: float | None,
+    alpha_s: float | None,
+    delta: int | None,
+) -> np.ndarray:
+    """Deterministic core: apply the given distortion to an (H, W, 3) uint8 **BGR** image.
+
+    Args:
+        image: (H, W, 3) uint8 BGR (views with positive strides are fine; not modified).
+        beta: brightness offset, or None when brightness does not fire.
+        mode: 1 = contrast right after brightness, 0 = contrast last.
+        alpha: contrast factor or None; alpha_s: saturation factor or None;
+        delta: hue shift in OpenCV hue units (degrees / 2) or None.
+
+    Returns:
+        (H, W, 3) uint8 BGR; the input itself when no op fires.
+    """
+    out, value_map = photometric_distortion_deferred(image, beta, mode, alpha, alpha_s, delta)
+    return out if value_map is None else cv2.LUT(out, value_map)
 
 
 def random_photometric_distortion(

@@ -33,13 +33,21 @@ def padded_size(
     return height, width
 
 
+def _paste(dst: torch.Tensor, src: torch.Tensor, fill: float) -> None:
+    """Copy `src` (..., h, w) to the top-left of `dst` (..., H, W) and fill only the rest with `fill`."""
+    height, width = src.shape[-2:]
+    dst[..., :height, :width] = src
+    dst[..., :height, width:] = fill
+    dst[..., height:, :] = fill
+
+
 def pad_image(image: torch.Tensor, size_divisor: int | None = None, size: tuple[int, int] | None = None) -> torch.Tensor:
     """Pad one (C, H, W) image bottom-right with 0 to `padded_size`; returned as is when no pad is needed."""
     target = padded_size([tuple(image.shape[-2:])], size_divisor, size)
     if target == tuple(image.shape[-2:]):
         return image
-    out = image.new_zeros(*image.shape[:-2], *target)
-    out[..., : image.shape[-2], : image.shape[-1]] = image
+    out = image.new_empty(*image.shape[:-2], *target)
+    _paste(out, image, 0.0)
     return out
 
 
@@ -67,16 +75,18 @@ def pad_batch(
     channels = {int(img.shape[0]) for img in images}
     if len(channels) != 1:
         raise ValueError(f"images in a batch must have the same number of channels, got {sorted(channels)}")
-    batch = images[0].new_zeros(len(images), channels.pop(), height, width)  # (B, C, H, W)
-    for i, (img, (h, w)) in enumerate(zip(images, sizes)):
-        batch[i, :, :h, :w] = img
-    if labels is None:
-        return batch, None
-    label_batch = torch.full((len(labels), height, width), IGNORE_INDEX, dtype=torch.int64)  # (B, H, W)
-    for i, (label, (h, w)) in enumerate(zip(labels, sizes)):
+    for i, (label, (h, w)) in enumerate(zip(labels or [], sizes)):
         if tuple(label.shape) != (h, w):
             raise ValueError(f"label {i} has shape {tuple(label.shape)} but its image is {(h, w)}")
-        label_batch[i, :h, :w] = label
+    # Allocate uninitialised and write only the pad regions: no full zero / 255 pass.
+    batch = images[0].new_empty(len(images), channels.pop(), height, width)  # (B, C, H, W)
+    for i, img in enumerate(images):
+        _paste(batch[i], img, 0.0)
+    if labels is None:
+        return batch, None
+    label_batch = torch.empty(len(labels), height, width, dtype=torch.int64)  # (B, H, W)
+    for i, label in enumerate(labels):
+        _paste(label_batch[i], label, IGNORE_INDEX)
     return batch, label_batch
 
 

@@ -28,11 +28,14 @@ def normalize(
     image_bgr: np.ndarray,
     mean: Sequence[float] = IMAGENET_MEAN_RGB,
     std: Sequence[float] = IMAGENET_STD_RGB,
+    value_map: np.ndarray | None = None,
 ) -> torch.Tensor:
     """(H, W, 3) uint8 BGR → (3, H, W) float32 RGB tensor (x − mean) / std.
 
     Bit-identical to `(x.float() − mean) / std` on the tensor: a uint8 channel has 256
     values, so each channel goes through a float32 table of the same expression.
+    `value_map`, a (256,) uint8 table, is applied to every channel first (it is folded into
+    the tables, e.g. the trailing brightness/contrast of `photometric_distortion_deferred`).
     Single-channel images ((H, W) or (H, W, 1)) give a (1, H, W) tensor and use `mean[0]`,
     `std[0]`.
     """
@@ -50,6 +53,10 @@ def normalize(
     if min(image_bgr.strides) < 0:  # cv2 reads positive-stride views only (e.g. not np.flip views)
         image_bgr = np.ascontiguousarray(image_bgr)
     tables = normalization_tables(mean[:num_channels], std[:num_channels])
+    if value_map is not None:
+        if value_map.shape != (256,) or value_map.dtype != np.uint8:
+            raise ValueError(f"value_map must be a (256,) uint8 table, got {value_map.dtype} {value_map.shape}")
+        tables = [table[value_map] for table in tables]
     planes = cv2.split(image_bgr)  # contiguous (H, W) uint8 planes in B, G, R order
     out = np.empty((num_channels, *image_bgr.shape[:2]), dtype=np.float32)  # (C, H, W)
     for c in range(num_channels):

@@ -64,6 +64,8 @@ from pretrainlab.models.layers.residual import BasicBlock, Bottleneck
 
 @dataclass(frozen=True)
 class SEBNetConfig:
+    """Width `planes` (p in the module docstring), BasicBlocks per stage 1-4, context Bottlenecks."""
+
     planes: int
     layers: tuple[int, int, int, int]
     num_context_blocks: int

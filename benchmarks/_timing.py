@@ -1,0 +1,72 @@
+"""Timing helpers shared by the benchmarks: interleaved repeats and FLOP counts.
+
+On a machine shared with other jobs, load drifts over seconds; timing the contenders
+in alternation (A B, B A, A B, ...) exposes both to the same drift, so the ratio of
+their medians is the number to trust. Each call is timed by wall clock and by process
+CPU time (all threads of this process), the latter being less disturbed by other
+processes competing for the same cores.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from torch.utils.flop_counter import FlopCounterMode
+
+
+@dataclass
+class Timings:
+    """Wall-clock and CPU seconds of each timed call."""
+
+    wall: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)
+
+    def add(self, wall: float, cpu: float) -> None:
+        self.wall.append(wall)
+        self.cpu.append(cpu)
+
+    @property
+    def median_wall(self) -> float:
+        return statistics.median(self.wall)
+
+    @property
+    def median_cpu(self) -> float:
+        return statistics.median(self.cpu)
+
+
+def time_call(work: Callable[[], object]) -> tuple[float, float]:
+    """(wall seconds, process CPU seconds) of one call."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    work()
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def time_interleaved(
+    contenders: dict[str, Callable[[], object]], *, warmup: int, repeats: int
+) -> dict[str, Timings]:
+    """Run every contender `warmup` times untimed, then `repeats` times timed, alternating the order each round."""
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    if warmup < 0:
+        raise ValueError(f"warmup must be >= 0, got {warmup}")
+    names = list(contenders)
+    for _ in range(warmup):
+        for name in names:
+            contenders[name]()
+    timings = {name: Timings() for name in names}
+    for round_index in range(repeats):
+        order = names if round_index % 2 == 0 else names[::-1]
+        for name in order:
+            timings[name].add(*time_call(contenders[name]))
+    return timings
+
+
+def count_flops(work: Callable[[], object]) -> int:
+    """FLOPs of one call as counted by `torch.utils.flop_counter` (matmul, conv, attention; fwd and bwd)."""
+    counter = FlopCounterMode(display=False)
+    with counter:
+        work()
+    return counter.get_total_flops()

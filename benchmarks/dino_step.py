@@ -1,0 +1,271 @@
+"""One DINO training step, pretrainlab vs lightly 1.6, fp32 and bf16 autocast (Caron et al. 2021, arXiv:2104.14294).
+
+The step: ViT-S/16 (timm, `dynamic_img_size`) student and EMA teacher, batch 8, 2 global
+crops of 224 px + 6 local crops of 96 px, head 384-2048-2048-256 -> weight-normalised
+65536, DINO loss (teacher 0.04, student 0.1, centering) + 0.1 x KoLeo (Sablayrolles et
+al. 2019) on the student's CLS features of each global crop, backward, AdamW
+(decay / no-decay groups), EMA teacher update (momentum 0.996). No gradient clipping on
+either side. Both sides start from the same weights and see the same images; the
+first (FLOP-counted, fp32) step checks that both losses agree.
+
+* ours: `TimmBackbone` + `DINOHead` + `DINO.training_step` (same-size crops batched into
+  one forward) + `after_optimizer_step`; the optimizer from `build_optimizer`. KoLeo takes
+  the pooled features of the student backbone's first forward (the global crops) through
+  a forward hook, so the method's own step runs unchanged.
+* lightly: written as lightly's DINO example does it: timm backbone, student head
+  `DINOProjectionHead(..., freeze_last_layer=1)`, teacher head a second instance loaded
+  with the student's weights, `DINOLoss(output_dim, warmup_teacher_temp_epochs=5)`,
+  `update_momentum` before the forwards, one forward per crop,
+  `cancel_last_layer_gradients(epoch)`; `KoLeoLoss` per global crop; AdamW groups from
+  `get_weight_decay_parameters`.
+
+Both run at epoch 1, past lightly's one frozen epoch, so the 16.8 M-weight last layer
+trains on both sides. Steps alternate between the two sides; the median over the timed
+steps is reported by wall clock and by process CPU time. FLOPs come from
+`torch.utils.flop_counter.FlopCounterMode` (one fp32 step each).
+
+    python benchmarks/dino_step.py [--steps 4] [--warmup 1] [--json PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import json
+import logging
+import platform
+from pathlib import Path
+
+import timm
+import torch
+from torch import Tensor, nn
+
+from _timing import count_flops, time_interleaved
+from pretrainlab.config.schema import OptimConfig
+from pretrainlab.engine.optim import build_optimizer, set_lr_and_weight_decay
+from pretrainlab.engine.schedules import StepValues
+from pretrainlab.losses.koleo import koleo_per_crop
+from pretrainlab.methods.dino import DINO
+from pretrainlab.models.backbones.base import Features
+from pretrainlab.models.backbones.timm_backbone import TimmBackbone
+from pretrainlab.models.heads.dino import DINOHead
+
+log = logging.getLogger("dino_step_bench")
+
+ARCH = "vit_small_patch16_224"
+BATCH = 8
+GLOBAL_SIZE, NUM_GLOBAL = 224, 2
+LOCAL_SIZE, NUM_LOCAL = 96, 6
+HIDDEN_DIM, BOTTLENECK_DIM, OUT_DIM = 2048, 256, 65536
+KOLEO_WEIGHT = 0.1
+LR, WEIGHT_DECAY = 5e-4 * BATCH / 256, 0.04
+TEACHER_MOMENTUM, TEACHER_TEMP = 0.996, 0.04
+STEPS_PER_EPOCH = 100
+EPOCH = 1  # lightly freezes the last layer for one epoch; both sides are past it
+PRECISIONS = ("fp32", "bf16")
+
+
+def precision_context(precision: str) -> contextlib.AbstractContextManager:
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    if precision == "bf16":
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    raise ValueError(f"unknown precision '{precision}', expected one of {PRECISIONS}")
+
+
+def make_views(seed: int) -> list[Tensor]:
+    """2 global (B, 3, 224, 224) then 6 local (B, 3, 96, 96) crops."""
+    generator = torch.Generator().manual_seed(seed)
+    sizes = [GLOBAL_SIZE] * NUM_GLOBAL + [LOCAL_SIZE] * NUM_LOCAL
+    return [torch.randn(BATCH, 3, size, size, generator=generator) for size in sizes]
+
+
+class OursStep:
+    """pretrainlab: `DINO.training_step` + KoLeo from a hook, backward, AdamW, EMA."""
+
+    def __init__(self, views: list[Tensor]) -> None:
+        backbone = TimmBackbone(ARCH, img_size=GLOBAL_SIZE)
+        head = DINOHead(backbone.embed_dim, OUT_DIM, hidden_dim=HIDDEN_DIM, bottleneck_dim=BOTTLENECK_DIM)
+        self.method = DINO(backbone, head, num_global=NUM_GLOBAL, freeze_last_layer_iters=STEPS_PER_EPOCH).train()
+        self.optimizer = build_optimizer(self.method, OptimConfig(name="adamw", lr=LR))
+        set_lr_and_weight_decay(self.optimizer, LR, WEIGHT_DECAY)
+        self.step = StepValues(
+            iteration=EPOCH * STEPS_PER_EPOCH,
+            epoch=EPOCH,
+            lr=LR,
+            weight_decay=WEIGHT_DECAY,
+            teacher_momentum=TEACHER_MOMENTUM,
+            teacher_temp=TEACHER_TEMP,
+        )
+        self.views = views
+        self.precision = "fp32"
+        self.last_loss = float("nan")
+        self._student_pooled: list[Tensor] = []
+        self.method.student.backbone.register_forward_hook(self._keep_pooled)  # student only: registered after the copy
+
+    def _keep_pooled(self, module: nn.Module, inputs: tuple[Tensor, ...], features: Features) -> None:
+        self._student_pooled.append(features.pooled)
+
+    def __call__(self) -> None:
+        self._student_pooled.clear()
+        with precision_context(self.precision):
+            outputs = self.method.training_step(self.views, self.step)
+            global_pooled = torch.cat(self._student_pooled)[: NUM_GLOBAL * BATCH]  # (G * B, D)
+            outputs["loss_koleo"] = KOLEO_WEIGHT * koleo_per_crop(global_pooled, NUM_GLOBAL)
+        loss = sum(value for key, value in outputs.items() if key.startswith("loss"))
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        for param in self.method.frozen_parameters(self.step):
+            param.grad = None
+        self.optimizer.step()
+        self.method.after_optimizer_step(self.step)
+        self.last_loss = loss.item()
+
+
+class LightlyStep:
+    """lightly 1.6 components, used as lightly's DINO example uses them."""
+
+    def __init__(self, views: list[Tensor], ours: DINO) -> None:
+        from lightly.loss import DINOLoss, KoLeoLoss
+        from lightly.models.modules import DINOProjectionHead
+        from lightly.models.utils import deactivate_requires_grad, get_weight_decay_parameters
+
+        embed_dim = ours.student.backbone.embed_dim
+        self.student_backbone = timm.create_model(
+            ARCH, pretrained=False, num_classes=0, img_size=GLOBAL_SIZE, dynamic_img_size=True
+        )
+        self.student_head = DINOProjectionHead(embed_dim, HIDDEN_DIM, BOTTLENECK_DIM, OUT_DIM, freeze_last_layer=1)
+        self.student_backbone.load_state_dict(ours.student.backbone.model.state_dict())
+        self.student_head.load_state_dict(lightly_head_state(ours.student.head))
+        self.teacher_backbone = copy.deepcopy(self.student_backbone)
+        self.teacher_head = DINOProjectionHead(embed_dim, HIDDEN_DIM, BOTTLENECK_DIM, OUT_DIM)  # deepcopy fails
+        self.teacher_head.load_state_dict(self.student_head.state_dict())
+        deactivate_requires_grad(self.teacher_backbone)
+        deactivate_requires_grad(self.teacher_head)
+        for module in (self.student_backbone, self.student_head, self.teacher_backbone, self.teacher_head):
+            module.train()
+        self.criterion = DINOLoss(output_dim=OUT_DIM, warmup_teacher_temp_epochs=5)
+        self.koleo = KoLeoLoss()
+        decay, no_decay = get_weight_decay_parameters([self.student_backbone, self.student_head])
+        self.optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": WEIGHT_DECAY}, {"params": no_decay, "weight_decay": 0.0}], lr=LR
+        )
+        self.views = views
+        self.precision = "fp32"
+        self.last_loss = float("nan")
+
+    def forward_student(self, view: Tensor) -> tuple[Tensor, Tensor]:
+        features = self.student_backbone(view).flatten(start_dim=1)  # (B, D)
+        return features, self.student_head(features)
+
+    @torch.no_grad()
+    def forward_teacher(self, view: Tensor) -> Tensor:
+        return self.teacher_head(self.teacher_backbone(view).flatten(start_dim=1))
+
+    def __call__(self) -> None:
+        from lightly.models.utils import update_momentum
+
+        update_momentum(self.student_backbone, self.teacher_backbone, m=TEACHER_MOMENTUM)
+        update_momentum(self.student_head, self.teacher_head, m=TEACHER_MOMENTUM)
+        with precision_context(self.precision):
+            teacher_out = [self.forward_teacher(view) for view in self.views[:NUM_GLOBAL]]
+            student = [self.forward_student(view) for view in self.views]
+            loss = self.criterion(teacher_out, [logits for _, logits in student], epoch=EPOCH)
+            koleo = sum(self.koleo(features) for features, _ in student[:NUM_GLOBAL]) / NUM_GLOBAL
+            loss = loss + KOLEO_WEIGHT * koleo
+        loss.backward()
+        self.student_head.cancel_last_layer_gradients(current_epoch=EPOCH)
+        self.optimizer.step()
+        self.optimizer.zero_grad()
+        self.last_loss = loss.item()
+
+
+def lightly_head_state(head: DINOHead) -> dict[str, Tensor]:
+    """Our head's weights under lightly's `DINOProjectionHead` names (same layer indices)."""
+    renames = {"mlp.": "layers.", "last_layer.direction": "last_layer.weight_v", "last_layer.magnitude": "last_layer.weight_g"}
+    state = {}
+    for key, value in head.state_dict().items():
+        for old, new in renames.items():
+            key = key.replace(old, new)
+        state[key] = value
+    return state
+
+
+def main() -> None:
+    from lightly import __version__ as lightly_version
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, default=4, help="timed steps per side and precision (median reported)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed steps per side and precision")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+
+    views = make_views(args.seed)
+    ours = OursStep(views)
+    lightly = LightlyStep(views, ours.method)
+    flops = {"ours": count_flops(ours), "lightly": count_flops(lightly)}
+    first_loss = {"ours": ours.last_loss, "lightly": lightly.last_loss}
+    log.info("first fp32 step, same weights and images: loss ours %.6f, lightly %.6f", first_loss["ours"], first_loss["lightly"])
+
+    results: dict[str, dict] = {}
+    for precision in PRECISIONS:
+        ours.precision = lightly.precision = precision
+        timings = time_interleaved({"ours": ours, "lightly": lightly}, warmup=args.warmup, repeats=args.steps)
+        results[precision] = {
+            name: {
+                "s_per_step": t.median_wall,
+                "cpu_s_per_step": t.median_cpu,
+                "gflop_per_s": flops[name] / 1e9 / t.median_wall,
+                "wall_steps": t.wall,
+                "cpu_steps": t.cpu,
+            }
+            for name, t in timings.items()
+        }
+        results[precision]["ratio_lightly_over_ours"] = timings["lightly"].median_wall / timings["ours"].median_wall
+        results[precision]["cpu_ratio_lightly_over_ours"] = timings["lightly"].median_cpu / timings["ours"].median_cpu
+
+    report(results, flops)
+    if args.json is not None:
+        payload = {
+            "benchmark": "dino_step",
+            "setup": {
+                "arch": ARCH, "batch": BATCH, "crops": f"{NUM_GLOBAL}x{GLOBAL_SIZE} + {NUM_LOCAL}x{LOCAL_SIZE}",
+                "head": f"{HIDDEN_DIM}-{BOTTLENECK_DIM}-{OUT_DIM}", "koleo_weight": KOLEO_WEIGHT,
+                "steps": args.steps, "warmup": args.warmup, "threads": args.threads,
+            },
+            "versions": {"torch": torch.__version__, "timm": timm.__version__, "lightly": lightly_version,
+                         "python": platform.python_version()},
+            "gflop_per_step": {name: count / 1e9 for name, count in flops.items()},
+            "first_step_loss": first_loss,
+            "results": results,
+        }  # fmt: skip
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(payload, indent=2))
+        log.info("wrote %s", args.json)
+
+
+def report(results: dict[str, dict], flops: dict[str, int]) -> None:
+    log.info("")
+    log.info("%-6s %-9s %9s %9s %10s %10s", "", "", "s/step", "CPU s", "GFLOP", "GFLOP/s")
+    for precision in PRECISIONS:
+        for name in ("ours", "lightly"):
+            row = results[precision][name]
+            log.info(
+                "%-6s %-9s %9.3f %9.3f %10.1f %10.1f",
+                precision, name, row["s_per_step"], row["cpu_s_per_step"], flops[name] / 1e9, row["gflop_per_s"],
+            )  # fmt: skip
+        log.info(
+            "%-6s %-9s %8.2fx %8.2fx",
+            precision, "lightly/ours", results[precision]["ratio_lightly_over_ours"],
+            results[precision]["cpu_ratio_lightly_over_ours"],
+        )  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
