@@ -9,7 +9,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
+from torch.utils.data import DataLoader, Subset
+
+from pretrainlab.analysis.embeddings import plot_tsne_panels
 from pretrainlab.config.schema import Config
+from pretrainlab.eval.knn import extract_features
+from pretrainlab.models.backbones.base import Backbone
 from pretrainlab.data.loaders import build_eval_loaders, ensure_dataset
 from pretrainlab.engine.run import load_pretrained_method, pretrain, random_init_method
 from pretrainlab.eval.knn_eval import evaluate_knn, write_json
@@ -23,12 +29,26 @@ def evaluate_knn_run(run_dir: Path, *, random_init: bool = True) -> dict[str, di
     config, method, _ = load_pretrained_method(run_dir)
     ensure_dataset(config)
     train_loader, val_loader = build_eval_loaders(config)
-    results = {"pretrained": evaluate_knn(method.eval_backbone(), train_loader, val_loader, config.eval.knn)}
+    backbones = {"pretrained": method.eval_backbone()}
     if random_init:
-        baseline = random_init_method(config).eval_backbone()
-        results["random_init"] = evaluate_knn(baseline, train_loader, val_loader, config.eval.knn)
+        backbones["random_init"] = random_init_method(config).eval_backbone()
+    results = {name: evaluate_knn(bb, train_loader, val_loader, config.eval.knn) for name, bb in backbones.items()}
     write_json(run_dir / "eval" / "knn.json", results)
+    plot_embeddings(backbones, val_loader, run_dir / "plots" / "tsne.png")
     return results
+
+
+def plot_embeddings(backbones: dict[str, Backbone], val_loader: DataLoader, path: Path, num_points: int = 600) -> None:
+    """t-SNE of `pooled` val features of each backbone, coloured by class."""
+    dataset = val_loader.dataset
+    step = max(1, len(dataset) // num_points)
+    subset = DataLoader(Subset(dataset, range(0, len(dataset), step)), batch_size=val_loader.batch_size)
+    panels = {}
+    for name, backbone in backbones.items():
+        backbone.eval()
+        features, labels = extract_features(lambda images, bb=backbone: bb(images).pooled, subset, torch.device("cpu"))
+        panels[f"{name.replace('_', ' ')} (t-SNE)"] = (features, labels)
+    plot_tsne_panels(panels, list(dataset.classes), path)
 
 
 def run_study(config: Config) -> dict[str, Any]:

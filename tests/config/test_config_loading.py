@@ -39,6 +39,11 @@ def test_changing_component_name_replaces_the_component(tmp_path: Path) -> None:
     assert isinstance(config.method, SimCLRConfig) and config.method.temperature == 0.3
 
 
+def test_override_with_other_component_replaces_it() -> None:
+    config = load_config(None, ["backbone.arch=vit_tiny_patch16_224", "backbone={name: sebnet, size: m}"])
+    assert config.backbone.name == "sebnet" and config.backbone.size == "m"
+
+
 def test_unknown_key_names_file_path_and_suggestion(tmp_path: Path) -> None:
     path = write(tmp_path / "bad.yaml", "method: {name: dino, teacher_tmp: 0.07}\n")
     with pytest.raises(ConfigError) as error:

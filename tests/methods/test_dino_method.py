@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import pytest
 import torch
 
 from pretrainlab.engine.schedules import StepValues
@@ -76,4 +75,6 @@ def test_dino_head_normalised_last_layer() -> None:
     logits = head(x)
     # every prototype has unit norm, so |logit| <= 1 for an L2-normalised bottleneck
     assert logits.abs().max() <= 1.0 + 1e-5
-    assert bottleneck.norm(dim=-1) == pytest.approx(torch.ones(3), abs=1e-5)
+    torch.testing.assert_close(bottleneck.norm(dim=-1), torch.ones(3))
+    prototypes = head.last_layer.magnitude * torch.nn.functional.normalize(head.last_layer.direction, dim=1)
+    torch.testing.assert_close(prototypes.norm(dim=1), torch.ones(40))

@@ -62,23 +62,18 @@ def read_yaml_with_extends(path: Path, _chain: tuple[Path, ...] = ()) -> dict[st
     if not isinstance(parent, str):
         raise ConfigError(f"{path}: 'extends' must be one file path, got {parent!r}")
     base = read_yaml_with_extends(path.parent / parent, (*_chain, path))
-    return deep_merge(base, data)
+    return {**base, **{key: deep_merge(base.get(key), value) for key, value in data.items()}}
 
 
-def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
-    """Recursively merge `update` into a copy of `base`; a component whose `name` changes is replaced."""
-    merged = dict(base)
-    for key, value in update.items():
-        old = merged.get(key)
-        same_component = not (isinstance(old, dict) and isinstance(value, dict)) or old.get("name") in (
-            None,
-            value.get("name", old.get("name")),
-        )
-        if isinstance(old, dict) and isinstance(value, dict) and same_component:
-            merged[key] = deep_merge(old, value)
-        else:
-            merged[key] = value
-    return merged
+def deep_merge(old: Any, new: Any) -> Any:
+    """Merge `new` into a copy of `old`, recursively for mappings.
+
+    A mapping whose `name` changes is a different component, so it replaces the old one
+    instead of inheriting its keys (`backbone: {name: sebnet}` over a timm backbone).
+    """
+    if isinstance(old, dict) and isinstance(new, dict) and new.get("name", old.get("name")) == old.get("name"):
+        return {**old, **{key: deep_merge(old.get(key), value) for key, value in new.items()}}
+    return new
 
 
 def apply_override(data: dict[str, Any], override: str) -> None:
@@ -99,10 +94,7 @@ def apply_override(data: dict[str, Any], override: str) -> None:
         if not isinstance(child, dict):
             raise ConfigError(f"override '{override}': '{'.'.join(keys[: i + 1])}' is {child!r}, not a mapping")
         node = child
-    if isinstance(node.get(keys[-1]), dict) and isinstance(value, dict):
-        node[keys[-1]] = deep_merge(node[keys[-1]], value)
-    else:
-        node[keys[-1]] = value
+    node[keys[-1]] = deep_merge(node.get(keys[-1]), value)
 
 
 def format_validation_error(error: ValidationError, data: dict[str, Any], source: str) -> str:

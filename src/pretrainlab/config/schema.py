@@ -86,7 +86,19 @@ class TimmBackboneConfig(Strict):
     kwargs: dict[str, Any] = Field(default_factory=dict, description="extra timm.create_model keyword arguments")
 
 
-BackboneConfig = Annotated[Annotated[TimmBackboneConfig, Tag("timm")], name_discriminator("timm")]
+class SEBNetConfig(Strict):
+    """Dual-resolution real-time segmentation CNN (DDRNet / PIDNet family), `models/backbones/sebnet.py`."""
+
+    name: Literal["sebnet"] = "sebnet"
+    size: Literal["s", "m", "l"] = "s"
+    in_chans: int = Field(3, ge=1)
+    checkpoint: Path | None = None
+
+
+BackboneConfig = Annotated[
+    Annotated[TimmBackboneConfig, Tag("timm")] | Annotated[SEBNetConfig, Tag("sebnet")],
+    name_discriminator("timm"),
+]
 
 
 # -------------------------------------------------------------------------- methods

@@ -48,7 +48,7 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MARKER_NAME = "synthetic_complete.json"
 SHAPE_CLASSES: tuple[str, ...] = (
     "circle", "square", "triangle", "cross", "ring", "star", "bar", "diamond", "crescent", "arrow",
@@ -208,15 +208,16 @@ def render_classification_image(rng: np.random.Generator, label: int, size: int)
     Returns:
         image (S, S, 3) uint8 RGB and the shape's coverage (S, S) float32 in [0, 1].
     """
-    low, high = rng.uniform(0.0, 255.0, size=(2, 3)).astype(np.float32)
+    low = rng.uniform(0.0, 255.0, size=3).astype(np.float32)
+    high = np.clip(low + rng.uniform(-90.0, 90.0, size=3), 0.0, 255.0).astype(np.float32)
     background = low + (high - low) * _projection(rng, size)[:, :, None]  # (S, S, 3)
     avoid = [low, high]
-    if rng.random() < 0.5:
+    if rng.random() < 0.3:
         pattern_colour = rng.uniform(0.0, 255.0, size=3).astype(np.float32)
         background = np.where(_pattern(rng, size)[:, :, None], pattern_colour, background)
         avoid.append(pattern_colour)
     colour = _far_colour(rng, avoid).astype(np.float32)
-    radius = rng.uniform(0.2, 0.4) * size  # diameter 40-80 % of the image
+    radius = rng.uniform(0.3, 0.45) * size  # diameter 60-90 % of the image
     center = rng.uniform(radius, size - radius, size=2)
     alpha = _shape_alpha(SHAPE_CLASSES[label], center, radius, rng.uniform(0.0, 2.0 * np.pi), size)[:, :, None]
     slope = rng.uniform(-0.12, 0.12)

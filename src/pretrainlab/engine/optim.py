@@ -13,6 +13,7 @@ from torch import nn
 from pretrainlab.config.schema import OptimConfig
 
 NO_DECAY_NAMES = ("pos_embed", "cls_token", "reg_token", "mask_token")
+FUSED_ADAMW_DEVICES = ("cpu", "cuda")
 
 
 def param_groups(model: nn.Module) -> list[dict]:
@@ -34,12 +35,22 @@ def build_optimizer(model: nn.Module, config: OptimConfig) -> torch.optim.Optimi
     if not groups:
         raise ValueError("no trainable parameters: everything is frozen")
     if config.name == "adamw":
-        return torch.optim.AdamW(groups, lr=config.lr, weight_decay=0.0)
+        # The fused kernel makes one pass per parameter instead of torch's default for-loop of
+        # ~10 elementwise ops (the same update up to float rounding): measured ~9x faster on CPU
+        # for ViT-S/16 + DINO head (44 M parameters), see benchmarks/dino_step.py. None (not False)
+        # elsewhere keeps torch's own default, e.g. foreach on other accelerators.
+        return torch.optim.AdamW(groups, lr=config.lr, weight_decay=0.0, fused=_can_fuse(groups) or None)
     if config.name == "sgd":
         return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, weight_decay=0.0)
     from pretrainlab.engine.lars import LARS
 
     return LARS(groups, lr=config.lr, momentum=config.momentum)
+
+
+def _can_fuse(groups: list[dict]) -> bool:
+    """True when every parameter is a floating-point tensor on a device with a fused AdamW kernel."""
+    params = [p for group in groups for p in group["params"]]
+    return all(p.is_floating_point() and p.device.type in FUSED_ADAMW_DEVICES for p in params)
 
 
 def set_lr_and_weight_decay(optimizer: torch.optim.Optimizer, lr: float, weight_decay: float) -> None:

@@ -102,7 +102,7 @@ def pretrain(config: Config, *, resume: bool = False) -> Path:
         ),
     ]
     if config.engine.progress_bar:
-        callbacks.append(RichProgressBar(leave=True))
+        callbacks.append(RichProgressBar(refresh_rate=5, leave=True))
     trainer = L.Trainer(
         default_root_dir=run_dir,
         max_epochs=config.engine.max_epochs,

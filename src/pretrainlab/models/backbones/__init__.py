@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from pretrainlab.config.schema import TimmBackboneConfig
+from pretrainlab.config.schema import BackboneConfig, SEBNetConfig, TimmBackboneConfig
 from pretrainlab.models.backbones.base import Backbone, Features
+from pretrainlab.models.backbones.sebnet import SEBNet
 from pretrainlab.models.backbones.timm_backbone import TimmBackbone
 from pretrainlab.registry import Registry
 
@@ -26,9 +27,19 @@ def build_timm(config: TimmBackboneConfig) -> Backbone:
     )
 
 
-def build_backbone(config: TimmBackboneConfig) -> Backbone:
+@BACKBONES.register("sebnet")
+def build_sebnet(config: SEBNetConfig) -> Backbone:
+    backbone = SEBNet(config.size, in_chans=config.in_chans)
+    if config.checkpoint is not None:
+        from pretrainlab.models.checkpoint import load_backbone_checkpoint
+
+        load_backbone_checkpoint(backbone, config.checkpoint)
+    return backbone
+
+
+def build_backbone(config: BackboneConfig) -> Backbone:
     """Build the backbone a config names (configs are already validated)."""
     return BACKBONES.get(config.name)(config)
 
 
-__all__ = ["BACKBONES", "Backbone", "Features", "TimmBackbone", "build_backbone"]
+__all__ = ["BACKBONES", "Backbone", "Features", "SEBNet", "TimmBackbone", "build_backbone"]
