@@ -28,8 +28,10 @@ class SimCLR(Method):
             raise ValueError(f"SimCLR expects 2 views per image, got {len(views)}")
         batch = len(views[0])
         pooled = self.backbone(torch.cat(views)).pooled  # (2B, D)
-        z = self.head(pooled).float()  # (2B, P); the loss in fp32 under bf16 autocast
-        return {"loss": info_nce_loss(z[:batch], z[batch:], temperature=self.temperature)}
+        z = self.head(pooled).float()  # (2B, P)
+        with torch.autocast(device_type=z.device.type, enabled=False):  # similarities in fp32
+            loss = info_nce_loss(z[:batch], z[batch:], temperature=self.temperature)
+        return {"loss": loss}
 
     def eval_backbone(self) -> Backbone:
         return self.backbone
