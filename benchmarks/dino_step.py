@@ -207,8 +207,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=5, help="timed steps per side and precision (median reported)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps per side and precision")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the weights and the images")
     parser.add_argument(
         "--lightly-fused-adamw",
         action="store_true",

@@ -61,7 +61,8 @@ def test_killed_run_resumes_to_identical_weights(tiny_synthetic: Path, tmp_path:
     assert killed.returncode == 9, killed.stderr[-2000:]
     resumed_config = load_config(None, killed_overrides)
     killed_state = torch.load(checkpoint_path(resumed_config.run_dir), weights_only=False)
-    assert killed_state["epoch"] == 1 and killed_state["global_step"] == 6  # the end-of-epoch-1 checkpoint
+    # the checkpoint written at the end of the first epoch (Lightning stores its 0-based index)
+    assert killed_state["epoch"] == 0 and killed_state["global_step"] == 6
 
     resumed_dir = pretrain(resumed_config, resume=True)
     expected, actual = method_state(reference_dir), method_state(resumed_dir)
