@@ -1,4 +1,4 @@
-"""`pretrainlab` command line: data synth | pretrain | evaluate knn | study.
+"""`pretrainlab` command line: data synth | pretrain | evaluate knn | study | sweep | report | analyze params.
 
 Config errors print one line per problem (file, dotted key, what was expected) and
 exit with status 2, before any data is read.
@@ -13,6 +13,7 @@ import sys
 import warnings
 from pathlib import Path
 
+from rich.console import Console
 from rich.logging import RichHandler
 
 from pretrainlab.config.loading import ConfigError, load_config
@@ -22,7 +23,7 @@ log = logging.getLogger("pretrainlab")
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_arguments(parser, argv)
     logging.basicConfig(
         level=logging.INFO if not args.quiet else logging.WARNING,
         format="%(message)s",
@@ -35,6 +36,17 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, FileExistsError, FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+
+
+def parse_arguments(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Like `parse_args`, but dotted overrides may also follow options (`sweep F --preset small a.b=1`):
+    argparse alone assigns the `overrides` positional before it reaches the options."""
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if not hasattr(args, "overrides") or any("=" not in item or item.startswith("-") for item in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides = [*args.overrides, *extra]
+    return args
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,6 +82,30 @@ def build_parser() -> argparse.ArgumentParser:
     study = verbs.add_parser("study", help="data if missing -> pretrain -> evaluate (pretrained vs random) -> report")
     add_config_arguments(study)
     study.set_defaults(handler=cmd_study)
+
+    sweep = verbs.add_parser("sweep", help="run every unfinished variant of a sweep file -> runs/<study>/scores.md")
+    sweep.add_argument("sweep_file", type=Path, help="YAML sweep file (study, base, variants, presets)")
+    sweep.add_argument("overrides", nargs="*", help="dotted overrides applied to every variant, after the preset")
+    sweep.add_argument("--preset", help="one of the file's presets (e.g. small)")
+    sweep.add_argument("--study", help="study folder instead of the file's `study`")
+    sweep.add_argument("--dry-run", action="store_true", help="validate and list the variants; run nothing")
+    sweep.set_defaults(handler=cmd_sweep)
+
+    report = verbs.add_parser("report", help="score table of every run below the folders -> scores.md, scores.csv")
+    report.add_argument("dirs", type=Path, nargs="+", metavar="DIR", help="folders searched for runs")
+    report.add_argument("--metric", help="column to sort by (default: mIoU if any run has it, else knn_top1)")
+    report.add_argument("--out", type=Path, help="folder for scores.md / scores.csv (default: the first DIR)")
+    report.set_defaults(handler=cmd_report)
+
+    analyze = verbs.add_parser("analyze", help="inspect a model")
+    analyze_verbs = analyze.add_subparsers(dest="analyze_verb", required=True, metavar="WHAT")
+    params = analyze_verbs.add_parser(
+        "params", help="per-module parameters (trainable / frozen) and FLOPs -> <run>/analysis/params.md"
+    )
+    add_config_arguments(params)
+    params.add_argument("--depth", type=int, default=2, help="module nesting depth shown (1 = top-level modules)")
+    params.add_argument("--image-size", type=int, help="input size for FLOPs (default: data.image_size)")
+    params.set_defaults(handler=cmd_analyze_params)
     return parser
 
 
@@ -119,6 +155,49 @@ def cmd_study(args: argparse.Namespace) -> int:
 
     summary = run_study(config)
     print(json.dumps({k: summary[k] for k in ("knn_top1", "wall_time_s")}, indent=2))
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from pretrainlab.config.sweeps import expand_sweep
+
+    sweep = expand_sweep(args.sweep_file, preset=args.preset, overrides=args.overrides, study=args.study)
+    if args.dry_run:
+        for variant, config in sweep.configs.items():
+            log.info("%s -> %s", variant, config.run_dir)
+        return 0
+    from pretrainlab.sweep import run_sweep
+
+    table = run_sweep(sweep)
+    Console().print(table.rich())
+    log.info("wrote %s and scores.csv", sweep.study_dir / "scores.md")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from pretrainlab.report.scores import build_score_table, collect_runs
+
+    rows = collect_runs(args.dirs)
+    if not rows:
+        raise FileNotFoundError(f"no runs (summary.json or eval/*.json) below {', '.join(map(str, args.dirs))}")
+    table = build_score_table(rows, args.metric)
+    out_dir = args.out or args.dirs[0]
+    table.write(out_dir)
+    Console().print(table.rich())
+    log.info("wrote %s and scores.csv (%d runs)", out_dir / "scores.md", len(rows))
+    return 0
+
+
+def cmd_analyze_params(args: argparse.Namespace) -> int:
+    config = load_config(args.config, args.overrides)
+    from pretrainlab.analysis.params import analyze_config, params_rich_table, write_params_table
+
+    rows = analyze_config(config, max_depth=args.depth, image_size=args.image_size)
+    size = args.image_size or config.data.image_size
+    title = f"{config.name}: parameters and FLOPs per {size}x{size} image"
+    Console().print(params_rich_table(rows, title))
+    md_path, _ = write_params_table(rows, config.run_dir / "analysis", title)
+    log.info("wrote %s and params.csv", md_path)
     return 0
 
 

@@ -13,28 +13,48 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from pretrainlab.analysis.embeddings import plot_tsne_panels
+from pretrainlab.analysis.params import count_parameters
 from pretrainlab.config.schema import Config
 from pretrainlab.eval.knn import extract_features
 from pretrainlab.models.backbones.base import Backbone
 from pretrainlab.data.loaders import build_eval_loaders, ensure_dataset
 from pretrainlab.engine.run import load_pretrained_method, pretrain, random_init_method
 from pretrainlab.eval.knn_eval import evaluate_knn, write_json
+from pretrainlab.eval.linear_probe import evaluate_linear
 from pretrainlab.report.run_report import write_run_report
 
 log = logging.getLogger(__name__)
 
 
-def evaluate_knn_run(run_dir: Path, *, random_init: bool = True) -> dict[str, dict[str, Any]]:
-    """Final kNN of a run's pretrained backbone (and its random-init copy) -> eval/knn.json."""
+def load_eval_backbones(
+    run_dir: Path, *, random_init: bool
+) -> tuple[Config, dict[str, Backbone], DataLoader, DataLoader]:
+    """A run's config, its `pretrained` (and `random_init`) eval backbones, and the train / val eval loaders."""
     config, method, _ = load_pretrained_method(run_dir)
     ensure_dataset(config)
     train_loader, val_loader = build_eval_loaders(config)
     backbones = {"pretrained": method.eval_backbone()}
     if random_init:
         backbones["random_init"] = random_init_method(config).eval_backbone()
+    return config, backbones, train_loader, val_loader
+
+
+def evaluate_knn_run(run_dir: Path, *, random_init: bool = True) -> dict[str, dict[str, Any]]:
+    """Final kNN of a run's pretrained backbone (and its random-init copy) -> eval/knn.json."""
+    config, backbones, train_loader, val_loader = load_eval_backbones(run_dir, random_init=random_init)
     results = {name: evaluate_knn(bb, train_loader, val_loader, config.eval.knn) for name, bb in backbones.items()}
     write_json(run_dir / "eval" / "knn.json", results)
     plot_embeddings(backbones, val_loader, run_dir / "plots" / "tsne.png")
+    return results
+
+
+def evaluate_linear_run(run_dir: Path, *, random_init: bool = True) -> dict[str, dict[str, Any]]:
+    """Linear probe of a run's pretrained backbone (and its random-init copy) -> eval/linear.json."""
+    config, backbones, train_loader, val_loader = load_eval_backbones(run_dir, random_init=random_init)
+    results = {
+        name: evaluate_linear(bb, train_loader, val_loader, config.eval.linear) for name, bb in backbones.items()
+    }
+    write_json(run_dir / "eval" / "linear.json", results)
     return results
 
 
@@ -68,9 +88,13 @@ def run_study(config: Config) -> dict[str, Any]:
         "method": config.method.name,
         "backbone": getattr(config.backbone, "arch", config.backbone.name),
         "epochs": config.engine.max_epochs,
+        "num_params": count_parameters(random_init_method(config).eval_backbone()).total,
         "pretrain_s": pretrain_s,
-        "wall_time_s": time.perf_counter() - started,
     }
+    if config.eval.linear.enabled:
+        linear = evaluate_linear_run(run_dir, random_init=True)
+        summary["linear_top1"] = {name: scores["top1"] for name, scores in linear.items()}
+    summary["wall_time_s"] = time.perf_counter() - started
     write_run_report(run_dir, summary)
     write_json(summary_path, summary)
     return summary

@@ -88,24 +88,34 @@ def apply_override(data: dict[str, Any], override: str) -> None:
         value = yaml.safe_load(raw_value)
     except yaml.YAMLError as error:
         raise ConfigError(f"override '{override}': value is not valid YAML: {error}") from None
+    set_dotted(data, dotted.strip(), value, context=f"override '{override}'")
+
+
+def set_dotted(data: dict[str, Any], dotted: str, value: Any, *, context: str) -> None:
+    """Merge an already-parsed `value` at `a.b.c` in place; `context` prefixes error messages."""
+    keys = dotted.split(".")
+    if not all(keys):
+        raise ConfigError(f"{context}: empty key in '{dotted}'")
     node = data
     for i, key in enumerate(keys[:-1]):
         child = node.setdefault(key, {})
         if not isinstance(child, dict):
-            raise ConfigError(f"override '{override}': '{'.'.join(keys[: i + 1])}' is {child!r}, not a mapping")
+            raise ConfigError(f"{context}: '{'.'.join(keys[: i + 1])}' is {child!r}, not a mapping")
         node = child
     node[keys[-1]] = deep_merge(node.get(keys[-1]), value)
 
 
-def format_validation_error(error: ValidationError, data: dict[str, Any], source: str) -> str:
-    """One line per problem: `source: dotted.key: what is wrong (what was expected)`."""
+def format_validation_error(
+    error: ValidationError, data: dict[str, Any], source: str, model: type[BaseModel] = Config
+) -> str:
+    """One line per problem: `source: dotted.key: what is wrong (what was expected)`; `model` was validated."""
     lines = []
     for item in error.errors():
         loc = _without_union_tags(list(item["loc"]), data)
         dotted = ".".join(str(part) for part in loc) or "<top level>"
         kind = item["type"]
         if kind == "extra_forbidden":
-            known = _known_fields(Config, loc[:-1], data)
+            known = _known_fields(model, loc[:-1], data)
             message = f"unknown key{did_you_mean(str(loc[-1]), known)} known: {', '.join(known)}"
         elif kind == "union_tag_invalid":
             tag = item["ctx"]["tag"]

@@ -217,8 +217,17 @@ class KNNConfig(Strict):
     max_train_samples: int | None = Field(None, ge=1, description="train bank subset for periodic evaluations")
 
 
+class LinearProbeConfig(Strict):
+    """Linear probe on frozen, standardised pooled features (`eval/linear_probe.py`), after pretraining."""
+
+    enabled: bool = False
+    max_iter: int = Field(100, ge=1, description="L-BFGS iterations (full batch)")
+    weight_decay: float = Field(1e-4, ge=0.0, description="L2 penalty on the weights, added to the mean loss")
+
+
 class EvalConfig(Strict):
     knn: KNNConfig = Field(default_factory=KNNConfig)
+    linear: LinearProbeConfig = Field(default_factory=LinearProbeConfig)
     random_init_baseline: bool = True
 
 

@@ -1,0 +1,75 @@
+"""Run a sweep: every variant's study (finished ones are skipped, interrupted ones resume),
+then the study's score table `runs/<study>/scores.md` and `scores.csv`.
+
+Progress across variants is printed as one rich rule per variant (elapsed, ETA); the
+per-epoch bar inside each variant is Lightning's. A single live display for both is not
+possible: Lightning's progress bar clears the console's live stack when it starts.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from rich.console import Console
+
+from pretrainlab.config.loading import ConfigError
+from pretrainlab.config.sweeps import Sweep
+from pretrainlab.engine.run import load_run_config
+from pretrainlab.report.scores import ScoreTable, build_score_table, read_run_scores
+from pretrainlab.study import run_study
+
+log = logging.getLogger(__name__)
+
+SWEEP_COLUMNS = ("knn_top1", "knn_top1_random_init", "linear_top1", "num_params", "wall_time_s")
+
+
+def is_finished(sweep: Sweep, variant: str) -> bool:
+    return (sweep.configs[variant].run_dir / "summary.json").is_file()
+
+
+def check_existing_runs(sweep: Sweep) -> None:
+    """Raise if a variant's folder holds a run of a different config (a finished one would be
+    reported as if it were this variant, an unfinished one could not resume)."""
+    stale = []
+    for variant, config in sweep.configs.items():
+        if (config.run_dir / "config.yaml").is_file() and load_run_config(config.run_dir) != config:
+            stale.append(str(config.run_dir))
+    if stale:
+        raise ConfigError(
+            f"{sweep.path}: these runs were made with a different config (another preset or overrides?): "
+            f"{', '.join(stale)}; choose another study folder (--study NAME) or remove them"
+        )
+
+
+def run_sweep(sweep: Sweep, console: Console | None = None) -> ScoreTable:
+    """Run every unfinished variant in order, then write and return the study's score table."""
+    console = console or Console(stderr=True)
+    check_existing_runs(sweep)
+    todo = [variant for variant in sweep.configs if not is_finished(sweep, variant)]
+    log.info(
+        "sweep %s: %d variants, %d finished, %d to run -> %s",
+        sweep.file.study,
+        len(sweep.configs),
+        len(sweep.configs) - len(todo),
+        len(todo),
+        sweep.study_dir,
+    )
+    started = time.perf_counter()
+    for done, variant in enumerate(todo):
+        elapsed = time.perf_counter() - started
+        eta = f", ETA {(elapsed / done) * (len(todo) - done) / 60:.0f} min" if done else ""
+        console.rule(f"[bold]{variant}[/bold]  ({done + 1}/{len(todo)}, {elapsed / 60:.1f} min elapsed{eta})")
+        knn = run_study(sweep.configs[variant])["knn_top1"]
+        log.info("%s: kNN top-1 %.2f (random init %.2f)", variant, knn["pretrained"], knn["random_init"])
+    table = sweep_score_table(sweep)
+    table.write(sweep.study_dir)
+    return table
+
+
+def sweep_score_table(sweep: Sweep) -> ScoreTable:
+    """One row per variant (finished or not), sorted by the sweep's metric."""
+    rows = [read_run_scores(config.run_dir, variant) for variant, config in sweep.configs.items()]
+    return build_score_table(
+        rows, sweep.file.metric, required=SWEEP_COLUMNS, first="variant", title=f"Sweep `{sweep.file.study}`"
+    )

@@ -1,0 +1,113 @@
+"""`pretrainlab sweep`: finished variants are skipped, the score table has a row per variant,
+runs of another config in a variant's folder are refused."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import tiny_run_overrides
+from pretrainlab import sweep as sweep_module
+from pretrainlab.cli import main
+from pretrainlab.config import ConfigError
+from pretrainlab.config.loading import dump_config
+from pretrainlab.config.schema import Config
+from pretrainlab.config.sweeps import expand_sweep
+from pretrainlab.sweep import run_sweep
+
+REPO = Path(__file__).resolve().parents[1]
+
+SWEEP = """\
+study: tiny
+base: {base}
+variants:
+  cold: {{method.temperature: 0.5}}
+  warm: {{method.temperature: 0.1, eval.linear.enabled: true}}
+presets:
+  one_epoch: {{engine.max_epochs: 1, eval.knn.ks: [5]}}
+"""
+
+
+def write_sweep(folder: Path) -> Path:
+    path = folder / "sweep.yaml"
+    path.write_text(SWEEP.format(base=REPO / "configs" / "quickstart.yaml"))
+    return path
+
+
+def fake_study(calls: list[str]):  # noqa: ANN201 - returns the fake `run_study`
+    """Stands in for `run_study`: records the variant and writes config.yaml + summary.json."""
+
+    def run(config: Config) -> dict:
+        calls.append(config.name)
+        config.run_dir.mkdir(parents=True)
+        (config.run_dir / "config.yaml").write_text(dump_config(config))
+        knn = {"pretrained": 100 * config.method.temperature, "random_init": 5.0}  # cold 50, warm 10
+        summary = {"knn_top1": knn, "num_params": 10}
+        (config.run_dir / "summary.json").write_text(json.dumps(summary))
+        return summary
+
+    return run
+
+
+def test_finished_variants_are_skipped_and_scores_are_sorted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    sweep = expand_sweep(write_sweep(tmp_path), overrides=[f"output_root={tmp_path / 'runs'}"])
+    calls: list[str] = []
+    monkeypatch.setattr(sweep_module, "run_study", fake_study(calls))
+    fake_study([])(sweep.configs["warm"])  # "warm" finished earlier
+    table = run_sweep(sweep)
+    assert calls == ["cold"]
+    assert [(row.name, row.values["knn_top1"]) for row in table.rows] == [("cold", 50.0), ("warm", 10.0)]
+    lines = (tmp_path / "runs" / "tiny" / "scores.csv").read_text().splitlines()
+    assert lines[0] == "variant,knn_top1,knn_top1_random_init,linear_top1,num_params,wall_time_s"
+    assert run_sweep(sweep) and calls == ["cold"]  # everything finished: nothing runs again
+
+
+def test_a_run_of_another_config_in_a_variant_folder_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write_sweep(tmp_path)
+    output = f"output_root={tmp_path / 'runs'}"
+    calls: list[str] = []
+    monkeypatch.setattr(sweep_module, "run_study", fake_study(calls))
+    run_sweep(expand_sweep(path, overrides=[output]))
+    with pytest.raises(ConfigError, match=r"made with a different config .*--study NAME"):
+        run_sweep(expand_sweep(path, preset="one_epoch", overrides=[output]))
+    assert calls == ["cold", "warm"]
+
+
+def test_dry_run_lists_variants_and_bad_sweeps_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write_sweep(tmp_path)
+    assert main(["sweep", str(path), "--dry-run", f"output_root={tmp_path}"]) == 0
+    assert not (tmp_path / "tiny").exists()
+    path.write_text(path.read_text().replace("method.temperature: 0.5", "method.temperature: -1"))
+    assert main(["sweep", str(path), "--preset", "one_epoch"]) == 2
+    assert "variant 'cold': method.temperature: Input should be greater than 0" in capsys.readouterr().err
+
+
+def test_new_verbs_have_help(capsys: pytest.CaptureFixture[str]) -> None:
+    for verb in (["sweep"], ["report"], ["analyze", "params"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main([*verb, "--help"])
+        assert exit_info.value.code == 0
+        assert "usage: pretrainlab" in capsys.readouterr().out
+
+
+def test_sweep_runs_two_tiny_variants_then_skips_them(tiny_synthetic: Path, tmp_path: Path) -> None:
+    path = write_sweep(tmp_path)
+    overrides = tiny_run_overrides(tiny_synthetic, tmp_path / "runs")
+    assert main(["-q", "sweep", str(path), "--preset", "one_epoch", *overrides]) == 0
+    study = tmp_path / "runs" / "tiny"
+    lines = (study / "scores.csv").read_text().splitlines()
+    assert lines[0] == "variant,knn_top1,knn_top1_random_init,linear_top1,linear_top1_random_init,num_params,wall_time_s"
+    rows = {line.split(",")[0]: line.split(",")[1:] for line in lines[1:]}
+    assert set(rows) == {"cold", "warm"}
+    assert rows["cold"][2] == "" and 0.0 <= float(rows["warm"][2]) <= 100.0  # linear probe only where enabled
+    assert all(int(values[4]) > 0 for values in rows.values())  # parameter counts
+    assert json.loads((study / "warm" / "eval" / "linear.json").read_text())["random_init"]["top1"] >= 0.0
+    assert "| variant |" in (study / "scores.md").read_text()
+
+    summaries = {name: (study / name / "summary.json").stat().st_mtime for name in rows}
+    assert main(["-q", "sweep", str(path), "--preset", "one_epoch", *overrides]) == 0
+    assert {name: (study / name / "summary.json").stat().st_mtime for name in rows} == summaries
