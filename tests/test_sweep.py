@@ -4,6 +4,7 @@ runs of another config in a variant's folder are refused."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -36,7 +37,7 @@ def write_sweep(folder: Path) -> Path:
     return path
 
 
-def fake_study(calls: list[str]):  # noqa: ANN201 - returns the fake `run_study`
+def fake_study(calls: list[str]) -> Callable[[Config], dict]:
     """Stands in for `run_study`: records the variant and writes config.yaml + summary.json."""
 
     def run(config: Config) -> dict:
@@ -87,7 +88,7 @@ def test_dry_run_lists_variants_and_bad_sweeps_exit_2(tmp_path: Path, capsys: py
 
 
 def test_new_verbs_have_help(capsys: pytest.CaptureFixture[str]) -> None:
-    for verb in (["sweep"], ["report"], ["analyze", "params"]):
+    for verb in (["sweep"], ["report"], ["analyze", "params"], ["evaluate", "linear"]):
         with pytest.raises(SystemExit) as exit_info:
             main([*verb, "--help"])
         assert exit_info.value.code == 0
@@ -100,7 +101,9 @@ def test_sweep_runs_two_tiny_variants_then_skips_them(tiny_synthetic: Path, tmp_
     assert main(["-q", "sweep", str(path), "--preset", "one_epoch", *overrides]) == 0
     study = tmp_path / "runs" / "tiny"
     lines = (study / "scores.csv").read_text().splitlines()
-    assert lines[0] == "variant,knn_top1,knn_top1_random_init,linear_top1,linear_top1_random_init,num_params,wall_time_s"
+    assert (
+        lines[0] == "variant,knn_top1,knn_top1_random_init,linear_top1,linear_top1_random_init,num_params,wall_time_s"
+    )
     rows = {line.split(",")[0]: line.split(",")[1:] for line in lines[1:]}
     assert set(rows) == {"cold", "warm"}
     assert rows["cold"][2] == "" and 0.0 <= float(rows["warm"][2]) <= 100.0  # linear probe only where enabled
@@ -111,3 +114,9 @@ def test_sweep_runs_two_tiny_variants_then_skips_them(tiny_synthetic: Path, tmp_
     summaries = {name: (study / name / "summary.json").stat().st_mtime for name in rows}
     assert main(["-q", "sweep", str(path), "--preset", "one_epoch", *overrides]) == 0
     assert {name: (study / name / "summary.json").stat().st_mtime for name in rows} == summaries
+
+    assert main(["-q", "evaluate", "linear", "--run", str(study / "cold"), "--no-random-init"]) == 0
+    assert main(["-q", "report", str(study), "--metric", "linear_top1"]) == 0
+    report = [line.split(",") for line in (study / "scores.csv").read_text().splitlines()]
+    linear = [float(values[report[0].index("linear_top1")]) for values in report[1:]]
+    assert len(linear) == 2 and linear == sorted(linear, reverse=True)  # both variants have a probe now

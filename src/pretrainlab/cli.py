@@ -1,4 +1,4 @@
-"""`pretrainlab` command line: data synth | pretrain | evaluate knn | study | sweep | report | analyze params.
+"""`pretrainlab` command line: data synth | pretrain | evaluate knn|linear | study | sweep | report | analyze params.
 
 Config errors print one line per problem (file, dotted key, what was expected) and
 exit with status 2, before any data is read.
@@ -78,6 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
     knn.add_argument("--run", type=Path, required=True, help="run directory (holds config.yaml and checkpoints/)")
     knn.add_argument("--no-random-init", action="store_true", help="skip the random-init baseline")
     knn.set_defaults(handler=cmd_evaluate_knn)
+    linear = eval_verbs.add_parser("linear", help="linear probe on frozen pooled features -> eval/linear.json")
+    linear.add_argument("--run", type=Path, required=True, help="run directory (holds config.yaml and checkpoints/)")
+    linear.add_argument("--no-random-init", action="store_true", help="skip the random-init baseline")
+    linear.set_defaults(handler=cmd_evaluate_linear)
 
     study = verbs.add_parser("study", help="data if missing -> pretrain -> evaluate (pretrained vs random) -> report")
     add_config_arguments(study)
@@ -146,6 +150,15 @@ def cmd_evaluate_knn(args: argparse.Namespace) -> int:
     results = evaluate_knn_run(args.run, random_init=not args.no_random_init)
     for name, scores in results.items():
         log.info("%s: kNN top-1 %.2f  top-5 %.2f  (k = %d)", name, scores["top1"], scores["top5"], scores["k"])
+    return 0
+
+
+def cmd_evaluate_linear(args: argparse.Namespace) -> int:
+    from pretrainlab.study import evaluate_linear_run
+
+    results = evaluate_linear_run(args.run, random_init=not args.no_random_init)
+    for name, scores in results.items():
+        log.info("%s: linear top-1 %.2f  (train %.2f)", name, scores["top1"], scores["train_top1"])
     return 0
 
 

@@ -32,7 +32,7 @@ def check_existing_runs(sweep: Sweep) -> None:
     """Raise if a variant's folder holds a run of a different config (a finished one would be
     reported as if it were this variant, an unfinished one could not resume)."""
     stale = []
-    for variant, config in sweep.configs.items():
+    for config in sweep.configs.values():
         if (config.run_dir / "config.yaml").is_file() and load_run_config(config.run_dir) != config:
             stale.append(str(config.run_dir))
     if stale:

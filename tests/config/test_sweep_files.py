@@ -62,10 +62,10 @@ def test_a_bad_key_names_file_variant_and_dotted_key(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as error:
         expand_sweep(path)
     message = str(error.value)
-    assert message.splitlines() == [
+    assert message == (
         f"{path}: variant 'cold': method.temprature: unknown key; did you mean 'temperature'? "
         "known: name, proj_hidden_dim, proj_out_dim, temperature, views"
-    ]
+    )
 
 
 def test_every_invalid_variant_is_reported_before_anything_runs(tmp_path: Path) -> None:

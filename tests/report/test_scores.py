@@ -63,8 +63,13 @@ def test_markdown_and_csv_cells() -> None:
 
 @pytest.mark.parametrize(
     ("value", "kind", "text"),
-    [(None, "score", ""), (7.0, "score", "7.00"), (59.6, "seconds", "1 min 00 s"), (42.0, "seconds", "42 s"),
-     (316_896, "count", "0.32 M")],
+    [
+        (None, "score", ""),
+        (7.0, "score", "7.00"),
+        (59.6, "seconds", "1 min 00 s"),
+        (42.0, "seconds", "42 s"),
+        (316_896, "count", "0.32 M"),
+    ],
 )
 def test_format_value(value: float | None, kind: str, text: str) -> None:
     assert format_value(value, kind) == text
