@@ -9,9 +9,9 @@ either side. Both sides start from the same weights and see the same images; the
 first (FLOP-counted, fp32) step checks that both losses agree.
 
 * ours: `TimmBackbone` + `DINOHead` + `DINO.training_step` (same-size crops batched into
-  one forward) + `after_optimizer_step`; the optimizer from `build_optimizer`. KoLeo takes
-  the pooled features of the student backbone's first forward (the global crops) through
-  a forward hook, so the method's own step runs unchanged.
+  one forward) + `after_optimizer_step`; the optimizer from `build_optimizer`. KoLeo is a
+  loss on the `backbone` tap (`losses/on_taps.py`), computed by the method's own step on
+  the student's global crops.
 * lightly: written as lightly's DINO example does it: timm backbone, student head
   `DINOProjectionHead(..., freeze_last_layer=1)`, teacher head a second instance loaded
   with the student's weights, `DINOLoss(output_dim, warmup_teacher_temp_epochs=5)`,
@@ -47,15 +47,14 @@ from pathlib import Path
 
 import timm
 import torch
-from torch import Tensor, nn
-
 from _timing import count_flops, time_interleaved
-from pretrainlab.config.schema import OptimConfig
+from torch import Tensor
+
+from pretrainlab.config.schema import KoLeoLossConfig, OptimConfig
 from pretrainlab.engine.optim import build_optimizer, set_lr_and_weight_decay
 from pretrainlab.engine.schedules import StepValues
-from pretrainlab.losses.koleo import koleo_per_crop
+from pretrainlab.losses.on_taps import build_tap_loss
 from pretrainlab.methods.dino import DINO
-from pretrainlab.models.backbones.base import Features
 from pretrainlab.models.backbones.timm_backbone import TimmBackbone
 from pretrainlab.models.heads.dino import DINOHead
 
@@ -90,12 +89,15 @@ def make_views(seed: int) -> list[Tensor]:
 
 
 class OursStep:
-    """pretrainlab: `DINO.training_step` + KoLeo from a hook, backward, AdamW, EMA."""
+    """pretrainlab: `DINO.training_step` (with KoLeo on the backbone tap), backward, AdamW, EMA."""
 
     def __init__(self, views: list[Tensor]) -> None:
         backbone = TimmBackbone(ARCH, img_size=GLOBAL_SIZE)
         head = DINOHead(backbone.embed_dim, OUT_DIM, hidden_dim=HIDDEN_DIM, bottleneck_dim=BOTTLENECK_DIM)
-        self.method = DINO(backbone, head, num_global=NUM_GLOBAL, freeze_last_layer_iters=STEPS_PER_EPOCH).train()
+        koleo = build_tap_loss(KoLeoLossConfig(tap="backbone", weight=KOLEO_WEIGHT))
+        self.method = DINO(
+            backbone, head, losses=[koleo], num_global=NUM_GLOBAL, freeze_last_layer_iters=STEPS_PER_EPOCH
+        ).train()
         self.optimizer = build_optimizer(self.method, OptimConfig(name="adamw", lr=LR))
         set_lr_and_weight_decay(self.optimizer, LR, WEIGHT_DECAY)
         self.step = StepValues(
@@ -109,18 +111,10 @@ class OursStep:
         self.views = views
         self.precision = "fp32"
         self.last_loss = float("nan")
-        self._student_pooled: list[Tensor] = []
-        self.method.student.backbone.register_forward_hook(self._keep_pooled)  # student only: registered after the copy
-
-    def _keep_pooled(self, module: nn.Module, inputs: tuple[Tensor, ...], features: Features) -> None:
-        self._student_pooled.append(features.pooled)
 
     def __call__(self) -> None:
-        self._student_pooled.clear()
         with precision_context(self.precision):
             outputs = self.method.training_step(self.views, self.step)
-            global_pooled = torch.cat(self._student_pooled)[: NUM_GLOBAL * BATCH]  # (G * B, D)
-            outputs["loss_koleo"] = KOLEO_WEIGHT * koleo_per_crop(global_pooled, NUM_GLOBAL)
         loss = sum(value for key, value in outputs.items() if key.startswith("loss"))
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -145,7 +139,7 @@ class LightlyStep:
         )
         self.student_head = DINOProjectionHead(embed_dim, HIDDEN_DIM, BOTTLENECK_DIM, OUT_DIM, freeze_last_layer=1)
         self.student_backbone.load_state_dict(ours.student.backbone.model.state_dict())
-        self.student_head.load_state_dict(lightly_head_state(ours.student.head))
+        self.student_head.load_state_dict(lightly_head_state(ours.student.heads["dino"]))
         self.teacher_backbone = copy.deepcopy(self.student_backbone)
         self.teacher_head = DINOProjectionHead(embed_dim, HIDDEN_DIM, BOTTLENECK_DIM, OUT_DIM)  # deepcopy fails
         self.teacher_head.load_state_dict(self.student_head.state_dict())

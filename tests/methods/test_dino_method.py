@@ -3,9 +3,10 @@ from __future__ import annotations
 import torch
 
 from pretrainlab.engine.schedules import StepValues
-from pretrainlab.methods.dino import DINO, group_by_size
+from pretrainlab.methods.dino import DINO
 from pretrainlab.models.backbones.timm_backbone import TimmBackbone
 from pretrainlab.models.heads.dino import DINOHead
+from pretrainlab.models.model import group_by_size
 
 
 def tiny_dino(freeze_last_layer_iters: int = 0) -> DINO:
@@ -63,7 +64,7 @@ def test_update_teacher_is_an_ema() -> None:
 def test_last_layer_frozen_only_during_first_iterations() -> None:
     method = tiny_dino(freeze_last_layer_iters=5)
     frozen = method.frozen_parameters(step_values(iteration=4))
-    assert {id(p) for p in frozen} == {id(p) for p in method.student.head.last_layer.parameters()}
+    assert {id(p) for p in frozen} == {id(p) for p in method.student.heads["dino"].last_layer.parameters()}
     assert method.frozen_parameters(step_values(iteration=5)) == []
 
 

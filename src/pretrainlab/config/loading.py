@@ -120,9 +120,12 @@ def format_validation_error(
         elif kind == "union_tag_invalid":
             tag = item["ctx"]["tag"]
             tags = [t.strip().strip("'") for t in item["ctx"]["expected_tags"].split(",")]
-            component = str(loc[-1]) if loc else "component"
+            names = [str(part) for part in loc if not isinstance(part, int)]  # `losses`, not the list index
+            component = names[-1] if names else "component"
             dotted = f"{dotted}.name"
             message = f"unknown {component} '{tag}'{did_you_mean(tag, tags)} known: {', '.join(tags)}"
+        elif kind == "value_error" and isinstance(item.get("input"), dict):
+            message = str(item["ctx"]["error"])  # a validator of a whole section: its message names the keys
         else:
             message = f"{item['msg']} (got {item.get('input')!r})"
         lines.append(f"{source}: {dotted}: {message}")
@@ -135,7 +138,8 @@ def _without_union_tags(loc: list[Any], data: Any) -> list[Any]:
     node = data
     for i, part in enumerate(loc):
         is_last = i == len(loc) - 1
-        if isinstance(node, dict) and not is_last and part not in node and node.get("name", part) == part:
+        is_tag = isinstance(node, dict) and part not in node and node.get("name", None if is_last else part) == part
+        if is_tag:
             continue  # the union branch chosen by this node's `name` (or the default branch)
         cleaned.append(part)
         if isinstance(node, dict):
@@ -152,6 +156,12 @@ def _known_fields(model: type[BaseModel], loc: list[Any], data: Any) -> list[str
     current: Any = model
     node = data
     for part in loc:
+        container = typing.get_origin(current)
+        if container in (list, dict):  # an entry of a list or a mapping: its item type
+            is_entry = isinstance(node, list) and isinstance(part, int) and part < len(node)
+            node = node[part] if is_entry or (isinstance(node, dict) and part in node) else None
+            current = _model_in(typing.get_args(current)[-1], node)
+            continue
         if not (isinstance(current, type) and issubclass(current, BaseModel)):
             return []
         field = current.model_fields.get(str(part))

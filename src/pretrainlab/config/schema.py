@@ -7,6 +7,7 @@ dotted path and the closest valid name (see `config/loading.py`).
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -101,6 +102,135 @@ BackboneConfig = Annotated[
 ]
 
 
+# ---------------------------------------------------------------------------- necks
+
+
+class _NeckBase(Strict):
+    restore_stride: int | None = Field(
+        None,
+        ge=1,
+        description="bilinearly resize the pooled map to this stride (of the input) before pooling and the heads: "
+        "the neck output, or with `name: none` the backbone's final map; null = keep its size",
+    )
+
+
+class NoNeckConfig(_NeckBase):
+    """No neck: the heads read the backbone's pooled vector (its final map's average with `restore_stride`)."""
+
+    name: Literal["none"] = "none"
+
+
+class _PyramidPoolingConfig(_NeckBase):
+    branch_channels: int = Field(96, ge=1, description="channels of each pooling branch (DDRNet 128, PIDNet-S 96)")
+    out_channels: int | None = Field(
+        None, ge=1, description="null = channels of the backbone's finest map (DDRNet: 4p, that of its 1/8 map)"
+    )
+    count_include_pad: bool = True
+
+
+class DAPPMConfig(_PyramidPoolingConfig):
+    """Deep Aggregation Pyramid Pooling (DDRNet) on the backbone's final map, `models/necks/ppm.py`."""
+
+    name: Literal["dappm"] = "dappm"
+
+
+class PAPPMConfig(_PyramidPoolingConfig):
+    """Parallel Aggregation Pyramid Pooling (PIDNet-S / M) on the backbone's final map, `models/necks/ppm.py`."""
+
+    name: Literal["pappm"] = "pappm"
+
+
+NeckConfig = Annotated[
+    Annotated[NoNeckConfig, Tag("none")] | Annotated[DAPPMConfig, Tag("dappm")] | Annotated[PAPPMConfig, Tag("pappm")],
+    name_discriminator("none"),
+]
+
+
+# ---------------------------------------------------------------------------- heads
+
+
+class LinearHeadConfig(Strict):
+    """Classification head: optional BatchNorm, then one linear layer (`models/heads/linear.py`)."""
+
+    name: Literal["linear"] = "linear"
+    num_classes: int | None = Field(None, ge=2, description="null = the number of classes of the training set")
+    use_bn: bool = False
+
+
+class ClsHeadConfig(Strict):
+    """Classification head with a hidden layer: Linear-BN-activation-dropout-Linear (`models/heads/cls.py`)."""
+
+    name: Literal["cls"] = "cls"
+    num_classes: int | None = Field(None, ge=2, description="null = the number of classes of the training set")
+    hidden_dim: int = Field(512, ge=1)
+    activation: Literal["relu", "gelu"] = "relu"
+    use_bn: bool = True
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+
+
+ClassifierHeadConfig = Annotated[
+    Annotated[LinearHeadConfig, Tag("linear")] | Annotated[ClsHeadConfig, Tag("cls")], name_discriminator("linear")
+]
+
+
+class MultiTaskHeadConfig(Strict):
+    """Several named classification heads on one feature; their losses are summed with `weights`."""
+
+    name: Literal["multi_task"] = "multi_task"
+    tasks: dict[str, ClassifierHeadConfig] = Field(min_length=1, description="task name -> head; taps head:<task>")
+    weights: dict[str, float] = Field(default_factory=dict, description="task name -> loss weight (default 1)")
+
+    @model_validator(mode="after")
+    def _check_task_names(self) -> MultiTaskHeadConfig:
+        bad = [task for task in self.tasks if not re.fullmatch(r"\w+", task)]
+        if bad:
+            raise ValueError(f"task names must be letters, digits or '_', got {bad}")
+        unknown = sorted(set(self.weights) - set(self.tasks))
+        if unknown:
+            raise ValueError(f"weights for unknown tasks {unknown}; tasks: {', '.join(self.tasks)}")
+        if any(weight < 0 for weight in self.weights.values()):
+            raise ValueError(f"task weights must be >= 0, got {self.weights}")
+        return self
+
+
+SupervisedHeadConfig = Annotated[
+    Annotated[LinearHeadConfig, Tag("linear")]
+    | Annotated[ClsHeadConfig, Tag("cls")]
+    | Annotated[MultiTaskHeadConfig, Tag("multi_task")],
+    name_discriminator("linear"),
+]
+
+
+# ------------------------------------------------------------------- losses on taps
+
+TAP_PATTERN = r"^(backbone|neck|head:\w+)$"
+
+
+class KoLeoLossConfig(Strict):
+    """KoLeo regulariser (DINOv2) on a tap, computed per global crop (`losses/koleo.py`)."""
+
+    name: Literal["koleo"] = "koleo"
+    tap: str = Field("backbone", pattern=TAP_PATTERN, description="backbone | neck | head:<name>")
+    weight: float = Field(0.1, ge=0.0)
+    eps: float = Field(1e-8, gt=0.0)
+
+
+class CrossEntropyLossConfig(Strict):
+    """Classification cross-entropy on a head tap against the image labels (`method: supervised` only)."""
+
+    name: Literal["cross_entropy"] = "cross_entropy"
+    tap: str = Field(pattern=r"^head:\w+$", description="head:<name>: class logits")
+    weight: float = Field(1.0, ge=0.0)
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
+
+
+TapLossConfig = Annotated[
+    Annotated[KoLeoLossConfig, Tag("koleo")] | Annotated[CrossEntropyLossConfig, Tag("cross_entropy")],
+    name_discriminator("koleo"),
+]
+LABELLED_LOSSES = frozenset({"cross_entropy"})
+
+
 # -------------------------------------------------------------------------- methods
 
 
@@ -138,6 +268,9 @@ class TwoViewConfig(Strict):
 
 
 class DINOHeadConfig(Strict):
+    """DINO projection head (`models/heads/dino.py`); it reads the neck's pooled output when there is a neck."""
+
+    name: Literal["dino"] = "dino"
     hidden_dim: int = Field(2048, ge=1)
     bottleneck_dim: int = Field(256, ge=1)
     out_dim: int = Field(65536, ge=2)
@@ -159,6 +292,9 @@ class DINOConfig(Strict):
     momentum_teacher: float = Field(0.996, ge=0.0, le=1.0, description="base EMA momentum, cosine to 1")
     center_momentum: float = Field(0.9, ge=0.0, lt=1.0)
     freeze_last_layer_epochs: int = Field(1, ge=0)
+    losses: list[TapLossConfig] = Field(
+        default_factory=list, description="extra losses on taps of the student's global crops, e.g. koleo at neck"
+    )
 
 
 class SimCLRConfig(Strict):
@@ -171,9 +307,65 @@ class SimCLRConfig(Strict):
     proj_out_dim: int = Field(128, ge=1)
 
 
+class SupervisedViewConfig(Strict):
+    """One augmented view per image: a DINO global crop (`MultiCropViews` with one crop, no solarize)."""
+
+    size: int = Field(32, ge=8)
+    scale: tuple[float, float] = (0.2, 1.0)
+    brightness: float = Field(0.4, ge=0.0, le=1.0)
+    contrast: float = Field(0.4, ge=0.0, le=1.0)
+    saturation: float = Field(0.2, ge=0.0, le=1.0)
+    hue: float = Field(0.1, ge=0.0, le=0.5)
+    color_jitter_p: float = Field(0.8, ge=0.0, le=1.0)
+    grayscale_p: float = Field(0.2, ge=0.0, le=1.0)
+    blur_p: float = Field(0.0, ge=0.0, le=1.0)
+    flip_p: float = Field(0.5, ge=0.0, le=1.0)
+
+
+class SupervisedConfig(Strict):
+    """Supervised pretraining: backbone -> neck -> classification head, cross-entropy with label smoothing."""
+
+    name: Literal["supervised"] = "supervised"
+    head: SupervisedHeadConfig = Field(default_factory=LinearHeadConfig)
+    view: SupervisedViewConfig = Field(default_factory=SupervisedViewConfig)
+    label_smoothing: float = Field(0.1, ge=0.0, lt=1.0)
+    losses: list[TapLossConfig] = Field(default_factory=list, description="extra losses on taps")
+
+
 MethodConfig = Annotated[
-    Annotated[DINOConfig, Tag("dino")] | Annotated[SimCLRConfig, Tag("simclr")], name_discriminator("dino")
+    Annotated[DINOConfig, Tag("dino")]
+    | Annotated[SimCLRConfig, Tag("simclr")]
+    | Annotated[SupervisedConfig, Tag("supervised")],
+    name_discriminator("dino"),
 ]
+
+
+def head_taps(method: DINOConfig | SimCLRConfig | SupervisedConfig) -> list[str]:
+    """The `head:<name>` taps a method's model has (a multi-task head has one per task)."""
+    if isinstance(method, DINOConfig):
+        return ["head:dino"]
+    if isinstance(method, SupervisedConfig):
+        if isinstance(method.head, MultiTaskHeadConfig):
+            return [f"head:{task}" for task in method.head.tasks]
+        return [f"head:{method.head.name}"]
+    return []
+
+
+def check_taps(config: Config) -> None:
+    """Every loss sits on a tap the model has; label losses only where labels are read; necks only where used."""
+    method = config.method
+    if isinstance(method, SimCLRConfig):
+        if config.neck.name != "none" or config.neck.restore_stride is not None:
+            raise ValueError(f"neck: method simclr has no neck; got neck.name={config.neck.name!r}")
+        return
+    taps = ["backbone", *(["neck"] if config.neck.name != "none" else []), *head_taps(method)]
+    for index, loss in enumerate(method.losses):
+        key = f"method.losses.{index}"
+        if loss.tap not in taps:
+            hint = " (neck.name is 'none')" if loss.tap == "neck" else ""
+            raise ValueError(f"{key}.tap: no tap '{loss.tap}'{hint}; known taps: {', '.join(taps)}")
+        if loss.name in LABELLED_LOSSES and not isinstance(method, SupervisedConfig):
+            raise ValueError(f"{key}.name: '{loss.name}' needs labels; method {method.name} has none")
 
 
 # ------------------------------------------------------------------ optimisation
@@ -242,6 +434,7 @@ class Config(Strict):
     seed: int = 0
     data: DataConfig = Field(default_factory=DataConfig)
     backbone: BackboneConfig = Field(default_factory=TimmBackboneConfig)
+    neck: NeckConfig = Field(default_factory=NoNeckConfig)
     method: MethodConfig = Field(default_factory=DINOConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
     engine: EngineConfig = Field(default_factory=EngineConfig)
@@ -259,6 +452,7 @@ class Config(Strict):
             raise ValueError(
                 f"optim.warmup_epochs={self.optim.warmup_epochs} exceeds engine.max_epochs={self.engine.max_epochs}"
             )
+        check_taps(self)
         return self
 
     @property

@@ -17,8 +17,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from pretrainlab.config.schema import Config, DINOConfig, SimCLRConfig
-from pretrainlab.data.formats.imagefolder import ImageFolderDataset
+from pretrainlab.config.schema import Config, DINOConfig, SimCLRConfig, SupervisedConfig
+from pretrainlab.data.formats.imagefolder import ImageFolderDataset, find_classes
 from pretrainlab.data.synthetic import synthetic_is_complete, write_synthetic_dataset
 from pretrainlab.data.transforms.views import EvalView, MultiCropViews, TwoViews
 
@@ -90,10 +90,41 @@ def make_views_transform(config: Config) -> Callable[[np.ndarray], Any]:
         return MultiCropViews(**crops.model_dump(), mean=data.mean, std=data.std)
     if isinstance(method, SimCLRConfig):
         return TwoViews(**method.views.model_dump(), mean=data.mean, std=data.std)
+    if isinstance(method, SupervisedConfig):  # one labelled view: a single DINO global crop
+        view = method.view
+        return MultiCropViews(
+            num_global=1,
+            num_local=0,
+            global_size=view.size,
+            global_scale=view.scale,
+            brightness=view.brightness,
+            contrast=view.contrast,
+            saturation=view.saturation,
+            hue=view.hue,
+            color_jitter_p=view.color_jitter_p,
+            grayscale_p=view.grayscale_p,
+            global_blur_p=(view.blur_p, view.blur_p),
+            solarize_p=0.0,
+            flip_p=view.flip_p,
+            mean=data.mean,
+            std=data.std,
+        )
     raise ValueError(f"no views for method '{method.name}'")
 
 
+def dataset_num_classes(config: Config) -> int:
+    """Classes of the training set: `data.synthetic.num_classes`, else the class folders of `data.train_dir`."""
+    data = config.data
+    if data.synthetic is not None:
+        return data.synthetic.num_classes
+    train_dir = data.root / data.train_dir
+    if not train_dir.is_dir():
+        raise FileNotFoundError(f"data.root={data.root}: folder '{data.train_dir}' not found")
+    return len(find_classes(train_dir))
+
+
 def build_pretrain_loader(config: Config) -> DataLoader:
+    """Batches ([(B, C, H_v, W_v) per view], labels (B,)) of the training set, augmented by the method's views."""
     data = config.data
     images = ImageFolderDataset(data.root / data.train_dir, in_memory=data.in_memory)
     dataset = SeededViewsDataset(images, make_views_transform(config), config.seed)

@@ -1,7 +1,8 @@
 """Lightning glue: one training step of any Method with precomputed schedules.
 
 Manual optimisation keeps the whole step visible in one place: set lr / weight decay
-from the schedules, sum the `loss*` entries, backward, per-parameter clipping, drop
+from the schedules, sum the `loss*` entries (weighted by the method; logged as
+`train/objective`), backward, per-parameter clipping, drop
 the gradients of frozen parameters, optimizer step, then the method's post-step work
 (EMA teacher).
 """
@@ -36,14 +37,14 @@ class PretrainModule(L.LightningModule):
         return build_optimizer(self.method, self.optim_config)
 
     def training_step(self, batch: tuple[list[Tensor], Tensor], batch_idx: int) -> Tensor:
-        views, _labels = batch
+        views, labels = batch
         if self.channels_last:
             views = [view.contiguous(memory_format=torch.channels_last) for view in views]
         step = self.schedules.at(self.global_step)
         optimizer = self.optimizers()
         set_lr_and_weight_decay(optimizer.optimizer, step.lr, step.weight_decay)
 
-        outputs = self.method.training_step(views, step)
+        outputs = self.method.training_step(views, step, labels)
         loss = sum(value for key, value in outputs.items() if key.startswith("loss"))
         if not torch.isfinite(loss):
             raise FloatingPointError(f"loss is {loss.item()} at iteration {step.iteration}; stopping")
@@ -58,9 +59,9 @@ class PretrainModule(L.LightningModule):
         self.method.after_optimizer_step(step)
 
         logged = {key: value.detach().float() for key, value in outputs.items()}
-        logged.update(lr=torch.tensor(step.lr), weight_decay=torch.tensor(step.weight_decay))
+        logged.update(objective=loss.detach(), lr=torch.tensor(step.lr), weight_decay=torch.tensor(step.weight_decay))
         self.log_dict({f"train/{k}": v for k, v in logged.items()}, prog_bar=False, on_step=True)
-        self.log("loss", logged["loss"], prog_bar=True, on_step=True, logger=False)
+        self.log("loss", logged["objective"], prog_bar=True, on_step=True, logger=False)
         return loss.detach()
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:

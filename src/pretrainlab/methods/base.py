@@ -1,7 +1,7 @@
 """What every pretraining method provides to the engine.
 
 `training_step` returns `dict[str, Tensor]`: every key starting with `loss` is summed
-into the objective (weights already applied), the rest is only logged.
+into the objective (weights already applied by the method), the rest is only logged.
 """
 
 from __future__ import annotations
@@ -16,8 +16,11 @@ from pretrainlab.models.backbones.base import Backbone
 
 class Method(nn.Module, abc.ABC):
     @abc.abstractmethod
-    def training_step(self, views: list[Tensor], step: StepValues) -> dict[str, Tensor]:
-        """Losses and logged values for one batch of augmented views [(B, C, H, W), ...]."""
+    def training_step(self, views: list[Tensor], step: StepValues, labels: Tensor | None = None) -> dict[str, Tensor]:
+        """Losses and logged values for one batch of augmented views [(B, C, H, W), ...].
+
+        `labels` (B,) are the class labels of the batch; self-supervised methods ignore them.
+        """
 
     @abc.abstractmethod
     def eval_backbone(self) -> Backbone:

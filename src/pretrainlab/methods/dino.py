@@ -4,11 +4,17 @@ The student sees every crop, the EMA teacher only the global crops; the loss is 
 cross-entropy between the centred, sharpened teacher and the student over all
 (teacher crop, other student crop) pairs. Teacher update and centering are visible
 calls the engine makes after the optimiser step / after the loss.
+
+Student and teacher are each a `Model` (backbone -> optional neck -> DINO head); with a
+neck the DINO head reads the neck's pooled output. Extra losses attached to taps
+(e.g. KoLeo at `backbone` or `neck`) act on the student's global crops, one crop block
+at a time, and appear as `loss_<name>_<tap>` in the step outputs.
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -16,52 +22,49 @@ from torch import Tensor, nn
 from pretrainlab.engine.ema import ema_update_
 from pretrainlab.engine.schedules import StepValues
 from pretrainlab.losses.dino import DINOLoss
+from pretrainlab.losses.on_taps import TapLoss, tap_losses
 from pretrainlab.methods.base import Method
 from pretrainlab.models.backbones.base import Backbone
 from pretrainlab.models.heads.dino import DINOHead
-
-
-class BackboneWithHead(nn.Module):
-    """Backbone -> pooled features -> head, run once per group of same-size crops."""
-
-    def __init__(self, backbone: Backbone, head: nn.Module) -> None:
-        super().__init__()
-        self.backbone = backbone
-        self.head = head
-
-    def forward(self, views: list[Tensor]) -> Tensor:  # [(B, C, H_v, W_v)] -> (V * B, K)
-        pooled = [self.backbone(torch.cat(group)).pooled for group in group_by_size(views)]
-        return self.head(torch.cat(pooled))  # (V * B, K)
-
-
-def group_by_size(views: list[Tensor]) -> list[list[Tensor]]:
-    """Consecutive views of equal resolution, so each group is one batched forward."""
-    groups: list[list[Tensor]] = []
-    for view in views:
-        if groups and groups[-1][-1].shape[-2:] == view.shape[-2:]:
-            groups[-1].append(view)
-        else:
-            groups.append([view])
-    return groups
+from pretrainlab.models.model import Model
+from pretrainlab.models.necks.ppm import Neck
 
 
 class DINO(Method):
+    """DINO with an optional neck and losses on taps.
+
+    Args:
+        backbone: the student backbone (the teacher is a copy).
+        head: DINO head reading `backbone.embed_dim`, or the neck's `out_channels` with a neck
+            (or the final map's channels with `restore_stride` and no neck: `Model.feature_dim`).
+        neck: optional neck on the backbone's final map.
+        restore_stride: see `models/model.py`.
+        losses: extra losses on the student's taps (global crops only).
+        student_temp, center_momentum: of `DINOLoss`.
+        num_global: number of global crops G (the first G views).
+        freeze_last_layer_iters: iterations during which the head's last layer gets no update.
+    """
+
     def __init__(
         self,
         backbone: Backbone,
         head: DINOHead,
         *,
+        neck: Neck | None = None,
+        restore_stride: int | None = None,
+        losses: Sequence[TapLoss] = (),
         student_temp: float = 0.1,
         center_momentum: float = 0.9,
         num_global: int = 2,
         freeze_last_layer_iters: int = 0,
     ) -> None:
         super().__init__()
-        self.student = BackboneWithHead(backbone, head)
+        self.student = Model(backbone, {"dino": head}, neck, restore_stride=restore_stride)
         self.teacher = copy.deepcopy(self.student)
         self.teacher.requires_grad_(False)
         out_dim = head.last_layer.direction.shape[0]
         self.loss = DINOLoss(out_dim, student_temp=student_temp, center_momentum=center_momentum)
+        self.tap_losses = list(losses)
         self.num_global = num_global
         self.freeze_last_layer_iters = freeze_last_layer_iters
 
@@ -74,15 +77,21 @@ class DINO(Method):
                 module.train(mode)
         return self
 
-    def training_step(self, views: list[Tensor], step: StepValues) -> dict[str, Tensor]:
+    def training_step(
+        self, views: list[Tensor], step: StepValues, labels: Tensor | None = None
+    ) -> dict[str, Tensor]:
         global_views = views[: self.num_global]
         with torch.no_grad():
-            teacher_logits = self.teacher(global_views).float()  # (G * B, K); fp32 under autocast
-        student_logits = self.student(views).float()  # (V * B, K)
+            teacher_logits = self.teacher.forward_views(global_views)["head:dino"].float()  # (G * B, K); fp32
+        student_taps = self.student.forward_views(views)  # {tap: (V * B, ...)}
+        student_logits = student_taps["head:dino"].float()  # (V * B, K)
         loss = self.loss(student_logits, teacher_logits, teacher_temp=step.teacher_temp)
         self.loss.update_center(teacher_logits)
+        global_rows = teacher_logits.shape[0]  # G * B: the global crops come first
+        global_taps = {name: value[:global_rows] for name, value in student_taps.items()}
         return {
             "loss": loss,
+            **tap_losses(self.tap_losses, global_taps, self.num_global),
             "teacher_entropy": mean_entropy(teacher_logits, self.loss.center, step.teacher_temp),
             "teacher_temp": torch.tensor(step.teacher_temp),
             "teacher_momentum": torch.tensor(step.teacher_momentum),
@@ -90,7 +99,7 @@ class DINO(Method):
 
     def frozen_parameters(self, step: StepValues) -> list[nn.Parameter]:
         if step.iteration < self.freeze_last_layer_iters:
-            return list(self.student.head.last_layer.parameters())
+            return list(self.student.heads["dino"].last_layer.parameters())
         return []
 
     def after_optimizer_step(self, step: StepValues) -> None:

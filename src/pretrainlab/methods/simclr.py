@@ -23,7 +23,7 @@ class SimCLR(Method):
         self.head = head
         self.temperature = temperature
 
-    def training_step(self, views: list[Tensor], step: StepValues) -> dict[str, Tensor]:
+    def training_step(self, views: list[Tensor], step: StepValues, labels: Tensor | None = None) -> dict[str, Tensor]:
         if len(views) != 2:
             raise ValueError(f"SimCLR expects 2 views per image, got {len(views)}")
         batch = len(views[0])

@@ -31,6 +31,8 @@ class Backbone(nn.Module, abc.ABC):
         strides: H / H_i of each entry of `Features.maps`.
         patch_size: patch size for ViTs, None for CNNs.
         in_chans: number of input channels (1, 3 or 4).
+        final_map_index: index into `maps` of the map a neck reads (default -1, the last one;
+            SEBNet: its 1/64 context map).
     """
 
     embed_dim: int
@@ -38,6 +40,7 @@ class Backbone(nn.Module, abc.ABC):
     strides: list[int]
     patch_size: int | None
     in_chans: int
+    final_map_index: int = -1
 
     @abc.abstractmethod
     def forward(self, images: Tensor) -> Features:  # images (B, C, H, W)
