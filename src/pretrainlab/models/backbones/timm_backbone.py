@@ -56,7 +56,6 @@ class TimmBackbone(Backbone):
         self.is_vit = is_vit
         self.patch_size = self.model.patch_embed.patch_size[0] if is_vit else None
         self.num_prefix_tokens = getattr(self.model, "num_prefix_tokens", 0)
-        self.embed_dim = self.model.num_features
         self._probe_shapes(img_size or 64)
         if checkpoint is not None:
             from pretrainlab.models.checkpoint import load_backbone_checkpoint
@@ -73,14 +72,20 @@ class TimmBackbone(Backbone):
 
     @torch.no_grad()
     def _probe_shapes(self, size: int) -> None:
-        """Record `out_channels` and `strides` of the maps with one dummy forward."""
+        """Record `embed_dim`, `out_channels` and `strides` with one dummy forward.
+
+        `embed_dim` is measured, not read from `num_features`: MobileNetV3's pre-logits
+        vector comes from its 1×1 `conv_head` (1024 wide for mobilenetv3_small_050), not
+        from the last map (288).
+        """
         was_training = self.training
         self.eval()
         probe = torch.zeros(1, self.in_chans, size, size)
-        maps = self.forward(probe).maps
+        features = self.forward(probe)
         self.train(was_training)
-        self.out_channels = [m.shape[1] for m in maps]
-        self.strides = [size // m.shape[-1] for m in maps]
+        self.embed_dim = features.pooled.shape[1]
+        self.out_channels = [m.shape[1] for m in features.maps]
+        self.strides = [size // m.shape[-1] for m in features.maps]
 
     def forward(self, images: Tensor) -> Features:  # images (B, C, H, W)
         self.check_input(images)
