@@ -2,11 +2,15 @@ from __future__ import annotations
 
 import torch
 
+from pretrainlab.config.schema import KoLeoLossConfig
 from pretrainlab.engine.schedules import StepValues
+from pretrainlab.losses.koleo import koleo_per_crop
+from pretrainlab.losses.on_taps import build_tap_loss
 from pretrainlab.methods.dino import DINO
 from pretrainlab.models.backbones.timm_backbone import TimmBackbone
 from pretrainlab.models.heads.dino import DINOHead
 from pretrainlab.models.model import group_by_size
+from pretrainlab.models.necks.ppm import DAPPM
 
 
 def tiny_dino(freeze_last_layer_iters: int = 0) -> DINO:
@@ -79,3 +83,35 @@ def test_dino_head_normalised_last_layer() -> None:
     torch.testing.assert_close(bottleneck.norm(dim=-1), torch.ones(3))
     prototypes = head.last_layer.magnitude * torch.nn.functional.normalize(head.last_layer.direction, dim=1)
     torch.testing.assert_close(prototypes.norm(dim=1), torch.ones(40))
+
+
+def dino_with_neck_and_koleo(tap: str = "neck", weight: float = 0.3) -> DINO:
+    backbone = TimmBackbone("resnet18", small_input_stem=True, layers=[1, 1, 1, 1], channels=[8, 8, 16, 16])
+    neck = DAPPM(backbone.out_channels[-1], 4, 12)
+    head = DINOHead(12, 32, hidden_dim=16, bottleneck_dim=8)  # reads the neck's pooled output
+    koleo = build_tap_loss(KoLeoLossConfig(tap=tap, weight=weight))
+    return DINO(backbone, head, neck=neck, losses=[koleo])
+
+
+def test_neck_in_student_and_teacher_and_koleo_on_global_crops() -> None:
+    method = dino_with_neck_and_koleo()
+    assert method.student.neck is not None and method.teacher.neck is not None
+    assert all(not p.requires_grad for p in method.teacher.neck.parameters())
+    batch_views = views()
+    outputs = method.training_step(batch_views, step_values())
+    assert {"loss", "loss_koleo_neck", "koleo_neck"} <= set(outputs)
+    torch.testing.assert_close(outputs["loss_koleo_neck"], 0.3 * outputs["koleo_neck"])
+    with torch.no_grad():  # the student in train mode again gives the same global-crop features (no dropout)
+        neck_tap = method.student.forward_views(batch_views[:2])["neck"]
+    torch.testing.assert_close(outputs["koleo_neck"], koleo_per_crop(neck_tap, 2), atol=1e-5, rtol=1e-4)
+    outputs["loss_koleo_neck"].backward()
+    assert all(p.grad is not None for p in method.student.neck.parameters())
+    assert all(p.grad is None for p in method.student.heads.parameters())
+
+
+def test_koleo_at_backbone_leaves_the_neck_to_the_dino_loss() -> None:
+    method = dino_with_neck_and_koleo(tap="backbone")
+    outputs = method.training_step(views(), step_values())
+    outputs["loss_koleo_backbone"].backward()
+    assert all(p.grad is None for p in method.student.neck.parameters())
+    assert any(p.grad is not None for p in method.student.backbone.parameters())
