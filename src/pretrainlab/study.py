@@ -13,7 +13,7 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from pretrainlab.analysis.embeddings import plot_tsne_panels
-from pretrainlab.analysis.params import count_parameters
+from pretrainlab.analysis.params import encoder_num_params
 from pretrainlab.config.schema import Config
 from pretrainlab.eval.knn import extract_features
 from pretrainlab.models.backbones.base import Backbone
@@ -88,7 +88,7 @@ def run_study(config: Config) -> dict[str, Any]:
         "method": config.method.name,
         "backbone": getattr(config.backbone, "arch", config.backbone.name),
         "epochs": config.engine.max_epochs,
-        "num_params": count_parameters(random_init_method(config).eval_backbone()).total,
+        "num_params": encoder_num_params(random_init_method(config)),
         "pretrain_s": pretrain_s,
     }
     if config.eval.linear.enabled:

@@ -13,11 +13,15 @@ from pretrainlab.analysis.params import (
     TOTAL,
     analyze_config,
     count_parameters,
+    encoder_num_params,
     flops_per_module,
     module_table,
 )
 from pretrainlab.cli import main
 from pretrainlab.config import load_config
+from pretrainlab.engine.run import random_init_method
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def small_model() -> nn.Sequential:
@@ -58,20 +62,42 @@ def test_module_table_depth_and_rows() -> None:
     assert [r.name for r in module_table(model, flops, max_depth=2)] == [TOTAL, "0", "2", "2.0", "2.1"]
 
 
-def test_analyze_config_counts_the_methods_modules_and_backbone_flops(tmp_path: Path) -> None:
+class TwoHeads(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.heads = nn.ModuleDict({"a": nn.Linear(4, 3), "b": nn.Linear(4, 5)})  # never called as a whole
+
+    def forward(self, features: torch.Tensor) -> list[torch.Tensor]:
+        return [head(features) for head in self.heads.values()]
+
+
+def test_container_modules_sum_the_flops_of_their_children() -> None:
+    model = TwoHeads()
+    images = torch.randn(2, 4)
+    flops = flops_per_module(model, lambda: model(images), batch_size=2)
+    rows = {row.name: row for row in module_table(model, flops, max_depth=2)}
+    assert "heads" not in flops and rows["heads"].flops_per_image == 2 * 4 * 3 + 2 * 4 * 5
+
+
+def test_analyze_config_measures_the_evaluated_network_backbone_neck_heads(tmp_path: Path) -> None:
     overrides = tiny_run_overrides(tmp_path / "data", tmp_path / "runs")
-    config = load_config(Path(__file__).resolve().parents[2] / "configs" / "dino_small.yaml", overrides)
-    rows = {row.name: row for row in analyze_config(config, max_depth=2)}
+    config = load_config(REPO / "configs" / "dino_small.yaml", [*overrides, "neck.name=dappm"])
+    rows = {row.name: row for row in analyze_config(config, max_depth=4)}
     assert rows[TOTAL].params.trainable == rows["student"].params.total  # the EMA teacher is frozen
     assert rows["teacher"].params.trainable == 0
-    assert rows["teacher.backbone"].flops_per_image == rows[TOTAL].flops_per_image > 0
-    assert rows["student.head"].flops_per_image is None  # not on the measured (eval backbone) path
-    conv1 = next(row for row in analyze_config(config, max_depth=4) if row.name == "teacher.backbone.model.conv1")
+    assert rows["teacher"].flops_per_image == rows[TOTAL].flops_per_image > 0
+    parts = [rows[f"teacher.{part}"].flops_per_image for part in ("backbone", "neck", "heads")]
+    assert all(value > 0 for value in parts) and sum(parts) == pytest.approx(rows["teacher"].flops_per_image)
+    assert rows["student.backbone"].flops_per_image is None  # not on the measured (teacher) path
+    conv1 = rows["teacher.backbone.model.conv1"]
     assert conv1.flops_per_image == 2 * conv1.params.total * 32 * 32  # 3x3 stride-1 conv (no bias) at 32 px
+    method = random_init_method(config)
+    expected = rows["teacher.backbone"].params.total + rows["teacher.neck"].params.total
+    assert encoder_num_params(method) == expected
 
 
 def test_analyze_params_command_writes_the_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    config = Path(__file__).resolve().parents[2] / "configs" / "quickstart.yaml"
+    config = REPO / "configs" / "quickstart.yaml"
     overrides = tiny_run_overrides(tmp_path / "data", tmp_path / "runs")
     assert main(["-q", "analyze", "params", str(config), "--depth", "1", *overrides]) == 0
     markdown = (tmp_path / "runs" / "quickstart" / "analysis" / "params.md").read_text()

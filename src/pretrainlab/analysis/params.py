@@ -4,10 +4,11 @@ Parameters are counted per module (trainable = `requires_grad`), FLOPs per image
 `torch.utils.flop_counter.FlopCounterMode` (a multiply-add counts 2 FLOPs, as in
 fvcore / PyTorch; only matmul / convolution / attention kernels are counted).
 
-For a config, the model is the method as built for pretraining (student, EMA teacher,
+For a config, the table lists the method as built for pretraining (student, EMA teacher,
 heads, ...), and the FLOPs are those of one image at `data.image_size` through the
-evaluated backbone (`Method.eval_backbone()`, the network that is exported and probed);
-modules that forward does not run have no FLOPs in the table.
+evaluated network: the `Model` (backbone -> neck -> heads) holding `Method.eval_backbone()`
+(DINO's teacher), or that backbone alone for methods without a `Model`. Modules that
+forward does not run (the student, which costs the same per crop) have no FLOPs.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from pretrainlab.config.schema import Config
 from pretrainlab.engine.run import random_init_method
+from pretrainlab.methods import Method
+from pretrainlab.models.model import Model
 
 TOTAL = "(total)"
 
@@ -88,22 +91,45 @@ def module_table(model: nn.Module, flops: dict[str, float], max_depth: int = 2) 
         if not name or depth > max_depth:
             continue
         params = count_parameters(module)
-        if params.total or name in flops:  # parameter-free modules the forward did not run are noise
-            rows.append(ModuleStats(name, depth, params, flops.get(name)))
+        module_flops = flops.get(name, _children_flops(name, flops))
+        if params.total or module_flops is not None:  # parameter-free modules the forward did not run are noise
+            rows.append(ModuleStats(name, depth, params, module_flops))
     return rows
+
+
+def _children_flops(name: str, flops: dict[str, float]) -> float | None:
+    """FLOPs of a container that is never called itself (ModuleDict / ModuleList): sum of its outermost
+    descendants that ran; None when none did."""
+    inside = [key for key in flops if key.startswith(name + ".")]
+    outermost = [key for key in inside if not any(key.startswith(other + ".") for other in inside)]
+    return sum(flops[key] for key in outermost) if outermost else None
+
+
+def evaluated_network(method: Method) -> nn.Module:
+    """The `Model` (backbone -> neck -> heads) holding `method.eval_backbone()`, else that backbone."""
+    backbone = method.eval_backbone()
+    models = (module for module in method.modules() if isinstance(module, Model) and module.backbone is backbone)
+    return next(models, backbone)
+
+
+def encoder_num_params(method: Method) -> int:
+    """Parameters of the evaluated backbone plus its neck, if any (what a downstream task inherits)."""
+    network = evaluated_network(method)
+    neck = network.neck if isinstance(network, Model) else None
+    return count_parameters(method.eval_backbone()).total + (count_parameters(neck).total if neck else 0)
 
 
 def analyze_config(config: Config, *, max_depth: int = 2, image_size: int | None = None) -> list[ModuleStats]:
     """Build the config's method (no data is read) and tabulate it; see the module docstring."""
     method = random_init_method(config)
     method.eval()
-    backbone = method.eval_backbone()
+    network = evaluated_network(method)
     size = image_size or config.data.image_size
-    images = torch.zeros(2, backbone.in_chans, size, size)  # (B, C, H, W); 2 images: BatchNorm-safe
-    backbone_name = next(name for name, module in method.named_modules() if module is backbone)
-    backbone_flops = flops_per_module(backbone, lambda: backbone(images), batch_size=len(images))
-    flops = {_join(backbone_name, name): value for name, value in backbone_flops.items()}
-    flops[""] = backbone_flops[""]  # the total is that of the measured forward
+    images = torch.zeros(2, method.eval_backbone().in_chans, size, size)  # (B, C, H, W); 2: BatchNorm-safe
+    network_name = next(name for name, module in method.named_modules() if module is network)
+    network_flops = flops_per_module(network, lambda: network(images), batch_size=len(images))
+    flops = {_join(network_name, name): value for name, value in network_flops.items()}
+    flops[""] = network_flops[""]  # the total is that of the measured forward
     return module_table(method, flops, max_depth)
 
 
