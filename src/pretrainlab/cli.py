@@ -78,6 +78,15 @@ def build_parser() -> argparse.ArgumentParser:
     knn.add_argument("--run", type=Path, required=True, help="run directory (holds config.yaml and checkpoints/)")
     knn.add_argument("--no-random-init", action="store_true", help="skip the random-init baseline")
     knn.set_defaults(handler=cmd_evaluate_knn)
+    seg = eval_verbs.add_parser(
+        "seg", help="finetune a segmentation head (eval.seg) -> eval/seg.json, plots/seg_examples.png, report.md"
+    )
+    add_config_arguments(seg)
+    seg.add_argument(
+        "--backbone-from", required=True, metavar="RUN_DIR|CKPT|random",
+        help="run directory (its last.ckpt), checkpoint file (into config.backbone) or 'random' (random init)",
+    )  # fmt: skip
+    seg.set_defaults(handler=cmd_evaluate_seg)
     linear = eval_verbs.add_parser("linear", help="linear probe on frozen pooled features -> eval/linear.json")
     linear.add_argument("--run", type=Path, required=True, help="run directory (holds config.yaml and checkpoints/)")
     linear.add_argument("--no-random-init", action="store_true", help="skip the random-init baseline")
@@ -159,6 +168,18 @@ def cmd_evaluate_linear(args: argparse.Namespace) -> int:
     results = evaluate_linear_run(args.run, random_init=not args.no_random_init)
     for name, scores in results.items():
         log.info("%s: linear top-1 %.2f  (train %.2f)", name, scores["top1"], scores["train_top1"])
+    return 0
+
+
+def cmd_evaluate_seg(args: argparse.Namespace) -> int:
+    config = load_config(args.config, args.overrides)
+    from pretrainlab.data.loaders import ensure_dataset
+    from pretrainlab.eval.segmentation_run import evaluate_segmentation, load_seg_backbone
+
+    ensure_dataset(config)
+    name, backbone = load_seg_backbone(args.backbone_from, config)
+    results = evaluate_segmentation(config, {name: backbone}, {name: args.backbone_from}, config.run_dir)
+    log.info("%s: %s -> %s", name, results[name]["summary"], config.run_dir / "eval" / "seg.json")
     return 0
 
 

@@ -18,9 +18,11 @@ from pretrainlab.config.schema import Config
 from pretrainlab.eval.knn import extract_features
 from pretrainlab.models.backbones.base import Backbone
 from pretrainlab.data.loaders import build_eval_loaders, ensure_dataset
-from pretrainlab.engine.run import load_pretrained_method, pretrain, random_init_method
+from pretrainlab.engine.run import checkpoint_path, load_pretrained_method, pretrain, random_init_method
 from pretrainlab.eval.knn_eval import evaluate_knn, write_json
 from pretrainlab.eval.linear_probe import evaluate_linear
+from pretrainlab.eval.segmentation_report import seg_report_section, write_report_section
+from pretrainlab.eval.segmentation_run import PLOT_NAME, evaluate_segmentation
 from pretrainlab.report.run_report import write_run_report
 
 log = logging.getLogger(__name__)
@@ -71,6 +73,15 @@ def plot_embeddings(backbones: dict[str, Backbone], val_loader: DataLoader, path
     plot_tsne_panels(panels, list(dataset.classes), path)
 
 
+def evaluate_seg_run(run_dir: Path) -> dict[str, dict[str, Any]]:
+    """Segmentation finetuning (`eval.seg`) of a run's pretrained backbone and its random-init copy
+    -> eval/seg.json, eval/seg_random_init.json, plots/seg_examples.png."""
+    config, method, _ = load_pretrained_method(run_dir)
+    backbones = {"pretrained": method.eval_backbone(), "random_init": random_init_method(config).eval_backbone()}
+    sources = {"pretrained": str(checkpoint_path(run_dir)), "random_init": "random"}
+    return evaluate_segmentation(config, backbones, sources, run_dir)
+
+
 def run_study(config: Config) -> dict[str, Any]:
     run_dir = config.run_dir
     summary_path = run_dir / "summary.json"
@@ -94,7 +105,15 @@ def run_study(config: Config) -> dict[str, Any]:
     if config.eval.linear.enabled:
         linear = evaluate_linear_run(run_dir, random_init=True)
         summary["linear_top1"] = {name: scores["top1"] for name, scores in linear.items()}
+    seg = None
+    if config.eval.seg.enabled:
+        seg_started = time.perf_counter()
+        seg = evaluate_seg_run(run_dir)
+        summary["seg_miou"] = {name: result["summary"]["mIoU"] for name, result in seg.items()}
+        summary["seg_s"] = time.perf_counter() - seg_started
     summary["wall_time_s"] = time.perf_counter() - started
     write_run_report(run_dir, summary)
+    if seg is not None:  # write_run_report rewrote report.md
+        write_report_section(run_dir, seg_report_section(seg, PLOT_NAME if config.eval.seg.num_examples else None))
     write_json(summary_path, summary)
     return summary

@@ -417,9 +417,110 @@ class LinearProbeConfig(Strict):
     weight_decay: float = Field(1e-4, ge=0.0, description="L2 penalty on the weights, added to the mean loss")
 
 
+# ------------------------------------------------------------------- segmentation
+
+
+class SegLinearHeadConfig(Strict):
+    """DINOv2 linear head: BN + 1×1 conv on the last map or the last `num_maps` maps (`models/heads/seg_linear.py`)."""
+
+    name: Literal["seg_linear"] = "seg_linear"
+    num_maps: int = Field(1, ge=1, description="concatenate the last n maps, resized to the first of them")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+
+
+class SegFormerHeadConfig(Strict):
+    """SegFormer all-MLP decoder over all maps (`models/heads/seg_segformer.py`)."""
+
+    name: Literal["segformer"] = "segformer"
+    embed_dim: int = Field(256, ge=1)
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+
+
+class SegmenterHeadConfig(Strict):
+    """Segmenter mask transformer on the last map (`models/heads/seg_segmenter.py`)."""
+
+    name: Literal["segmenter"] = "segmenter"
+    embed_dim: int = Field(192, ge=1)
+    depth: int = Field(2, ge=1)
+    num_heads: int = Field(3, ge=1)
+    mlp_ratio: float = Field(4.0, gt=0.0)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+
+
+class UperHeadConfig(Strict):
+    """UPerNet: PPM on the last map + FPN over all maps (`models/heads/seg_uper.py`)."""
+
+    name: Literal["uper"] = "uper"
+    channels: int = Field(256, ge=1)
+    pool_scales: tuple[int, ...] = (1, 2, 3, 6)
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+
+
+SegHeadConfig = Annotated[
+    Annotated[SegLinearHeadConfig, Tag("seg_linear")]
+    | Annotated[SegFormerHeadConfig, Tag("segformer")]
+    | Annotated[SegmenterHeadConfig, Tag("segmenter")]
+    | Annotated[UperHeadConfig, Tag("uper")],
+    name_discriminator("seg_linear"),
+]
+
+
+class SegFinetuneConfig(Strict):
+    """Semantic-segmentation finetuning with MMSegmentation semantics (`eval/segmentation.py`, W5).
+
+    Train pipeline: random resize of `scale` × `ratio_range` → random crop `crop_size`
+    (`cat_max_ratio`) → flip → photometric distortion, or with `augment: false` the
+    validation resize only. With `mode: frozen` and `augment: false` the backbone maps of
+    every training image are computed once and the head trains on them (same result as
+    recomputing them, much faster).
+    """
+
+    enabled: bool = Field(False, description="run this evaluation as a stage of `pretrainlab study`")
+    head: SegHeadConfig = Field(default_factory=SegLinearHeadConfig)
+    mode: Literal["frozen", "full"] = Field("frozen", description="frozen: only the head trains; full: everything")
+    freeze: list[str] = Field(default_factory=list, description="parameter patterns frozen in any mode")
+    root: Path | None = Field(None, description="dataset root; null = <data.root>/segmentation")
+    layout: Literal["ade20k", "cityscapes"] = "ade20k"
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    lr: float = Field(1e-3, gt=0.0)
+    min_lr: float = Field(0.0, ge=0.0)
+    poly_power: float = Field(0.9, ge=0.0)
+    warmup_iters: int = Field(0, ge=0)
+    lr_multipliers: dict[str, float] = Field(
+        default_factory=dict, description="lr factor per parameter pattern, e.g. {head: 10.0}; longest match wins"
+    )
+    weight_decay: float = Field(0.01, ge=0.0, description="not applied to norms, biases, position embeddings")
+    momentum: float = Field(0.9, ge=0.0, lt=1.0, description="SGD momentum")
+    iterations: int = Field(2000, ge=1)
+    batch_size: int = Field(16, ge=1)
+    crop_size: int = Field(512, ge=1)
+    scale: tuple[int, int] = (2048, 512)
+    ratio_range: tuple[float, float] = (0.5, 2.0)
+    cat_max_ratio: float = Field(0.75, gt=0.0, le=1.0)
+    augment: bool = Field(True, description="random resize / crop / flip / photometric; false = val resize only")
+    avg_non_ignore: bool = Field(False, description="loss mean over non-ignored pixels (true) or all pixels (MMSeg)")
+    inference: Literal["whole", "slide"] = "whole"
+    slide_crop: int = Field(512, ge=1)
+    slide_stride: int = Field(341, ge=1)
+    size_divisor: int | None = Field(None, ge=1, description="pad validation images to a multiple (14 for ViT/14)")
+    eval_batch_size: int = Field(16, ge=1)
+    num_examples: int = Field(4, ge=0, description="image / label / prediction triptychs in plots/seg_examples.png")
+
+    @model_validator(mode="after")
+    def _check(self) -> SegFinetuneConfig:
+        if self.slide_stride > self.slide_crop:
+            raise ValueError(f"slide_stride={self.slide_stride} exceeds slide_crop={self.slide_crop} (gaps)")
+        if self.ratio_range[0] > self.ratio_range[1] or self.ratio_range[0] <= 0:
+            raise ValueError(f"ratio_range must satisfy 0 < min <= max, got {self.ratio_range}")
+        if self.warmup_iters >= self.iterations:
+            raise ValueError(f"warmup_iters={self.warmup_iters} must be below iterations={self.iterations}")
+        return self
+
+
 class EvalConfig(Strict):
     knn: KNNConfig = Field(default_factory=KNNConfig)
     linear: LinearProbeConfig = Field(default_factory=LinearProbeConfig)
+    seg: SegFinetuneConfig = Field(default_factory=SegFinetuneConfig)
     random_init_baseline: bool = True
 
 

@@ -20,8 +20,9 @@ independently of it (the object colour is only forced far from the background co
 so colour and background carry no label information.
 
 Segmentation scenes hold sky / ground / optional brick wall regions (told apart by
-texture and position), an optional unlabelled clutter blob (value 0, ignored under
-`reduce_zero_label`) and 1-3 shapes. Depth is consistent with occlusion: ground gets
+texture and position, not colour: every region's colours are random), an optional
+unlabelled clutter blob (value 0, ignored under `reduce_zero_label`) and 1-2 large shapes
+(diameter 40-64 % of the scene). Depth is consistent with occlusion: ground gets
 farther towards the horizon, a wall stands where it meets the ground, and every shape is
 nearer than the background anywhere in its bounding box and than the shapes it hides
 (shapes are painted far to near).
@@ -48,7 +49,7 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 MARKER_NAME = "synthetic_complete.json"
 SHAPE_CLASSES: tuple[str, ...] = (
     "circle", "square", "triangle", "cross", "ring", "star", "bar", "diamond", "crescent", "arrow",
@@ -59,6 +60,8 @@ SEGMENTATION_SPLITS: tuple[str, ...] = ("training", "validation")
 SKY_DEPTH_MM = 60000
 _SUPERSAMPLE = 4
 _FAR_COLOUR_DISTANCE = 110.0
+_SEG_SHAPE_RADIUS = (0.2, 0.32)  # fraction of the scene size: diameters 40-64 %
+_SEG_MAX_SHAPES = 2
 
 
 def _circle(radius: float, center: tuple[float, float] = (0.0, 0.0), num_points: int = 48) -> np.ndarray:
@@ -229,8 +232,9 @@ def render_classification_image(rng: np.random.Generator, label: int, size: int)
 def _stuff_texture(rng: np.random.Generator, stuff: str, size: int) -> np.ndarray:
     """Full-image texture (S, S, 3) float for one stuff class; the texture identifies the class."""
     yy, xx = _grid(size)
-    if stuff == "sky":  # smooth, light vertical gradient
-        top, bottom = 255.0 - rng.uniform(0.0, 110.0, size=(2, 3))
+    if stuff == "sky":  # smooth vertical gradient of a random colour
+        top = rng.uniform(0.0, 255.0, size=3)
+        bottom = np.clip(top + rng.uniform(-60.0, 60.0, size=3), 0.0, 255.0)
         return top + (bottom - top) * (yy / size)[:, :, None]
     base = rng.uniform(20.0, 200.0, size=3)
     if stuff == "ground":  # grainy: blotches at 1/8 resolution plus pixel grain
@@ -297,10 +301,10 @@ def render_segmentation_scene(rng: np.random.Generator, num_classes: int, size: 
         class_ids.append(0)
     placed: list[tuple[int, np.ndarray, float]] = []  # (label value, coverage, depth)
     covered = np.zeros((size, size), dtype=bool)
-    for _ in range(int(rng.integers(1, 4))):
+    for _ in range(int(rng.integers(1, _SEG_MAX_SHAPES + 1))):
         label = int(rng.integers(num_classes))
         for _attempt in range(10):
-            radius = rng.uniform(0.125, 0.25) * size
+            radius = rng.uniform(*_SEG_SHAPE_RADIUS) * size
             center = rng.uniform(radius, size - radius, size=2)
             alpha = _shape_alpha(SHAPE_CLASSES[label], center, radius, rng.uniform(0.0, 2.0 * np.pi), size)
             inside = alpha >= 0.5

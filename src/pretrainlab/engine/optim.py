@@ -1,37 +1,62 @@
 """Optimizer construction: one place decides what trains; no parameter is in two groups.
 
 Biases, norm parameters (1-D) and position / class tokens get no weight decay, as in
-DINO / timm. Each group carries `apply_weight_decay` so the per-iteration schedule
-sets its decay.
+DINO / timm. Optional lr multipliers per key pattern (`{"head": 10.0}`, patterns as in
+`engine/freeze.py`; the longest matching pattern wins) scale a parameter's lr. Groups are
+keyed by (lr scale, decay or not), computed once per parameter, so no parameter can be
+in two groups. Each group carries `lr_scale` and `apply_weight_decay` so the
+per-iteration schedule sets its lr and decay.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 import torch
 from torch import nn
 
 from pretrainlab.config.schema import OptimConfig
+from pretrainlab.engine.freeze import check_patterns, matches
 
 NO_DECAY_NAMES = ("pos_embed", "cls_token", "reg_token", "mask_token")
 FUSED_ADAMW_DEVICES = ("cpu", "cuda")
 
 
-def param_groups(model: nn.Module) -> list[dict]:
-    """Trainable parameters split into decay / no-decay groups (each parameter exactly once)."""
-    decay, no_decay = [], []
-    for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        if param.ndim <= 1 or name.endswith(".bias") or any(key in name for key in NO_DECAY_NAMES):
-            no_decay.append(param)
-        else:
-            decay.append(param)
-    groups = [{"params": decay, "apply_weight_decay": True}, {"params": no_decay, "apply_weight_decay": False}]
-    return [g for g in groups if g["params"]]
+def is_no_decay(name: str, param: nn.Parameter) -> bool:
+    """Biases, norm weights (every 1-D tensor) and position / class / register / mask tokens."""
+    return param.ndim <= 1 or name.endswith(".bias") or any(key in name for key in NO_DECAY_NAMES)
 
 
-def build_optimizer(model: nn.Module, config: OptimConfig) -> torch.optim.Optimizer:
-    groups = param_groups(model)
+def lr_scale(name: str, lr_multipliers: Mapping[str, float]) -> float:
+    """The multiplier of the longest pattern matching `name`, 1.0 when none does."""
+    matching = [pattern for pattern in lr_multipliers if matches(name, pattern)]
+    return lr_multipliers[max(matching, key=len)] if matching else 1.0
+
+
+def param_groups(model: nn.Module, lr_multipliers: Mapping[str, float] | None = None) -> list[dict]:
+    """Trainable parameters grouped by (lr scale, decay / no decay); each parameter exactly once.
+
+    Groups are ordered by lr scale, decay before no-decay; each has `params`, `names`,
+    `lr_scale` and `apply_weight_decay`. A multiplier pattern matching no trainable
+    parameter raises ValueError.
+    """
+    lr_multipliers = lr_multipliers or {}
+    named = [(name, param) for name, param in model.named_parameters() if param.requires_grad]
+    check_patterns([name for name, _ in named], lr_multipliers, "lr multiplier")
+    groups: dict[tuple[float, bool], dict] = {}
+    for name, param in named:
+        key = (lr_scale(name, lr_multipliers), not is_no_decay(name, param))
+        group = groups.setdefault(key, {"params": [], "names": [], "lr_scale": key[0], "apply_weight_decay": key[1]})
+        group["params"].append(param)
+        group["names"].append(name)
+    return [groups[key] for key in sorted(groups, key=lambda key: (key[0], not key[1]))]
+
+
+def build_optimizer(
+    model: nn.Module, config: OptimConfig, lr_multipliers: Mapping[str, float] | None = None
+) -> torch.optim.Optimizer:
+    """The optimizer over `param_groups(model, lr_multipliers)`; lr and decay are set per iteration."""
+    groups = param_groups(model, lr_multipliers)
     if not groups:
         raise ValueError("no trainable parameters: everything is frozen")
     if config.name == "adamw":

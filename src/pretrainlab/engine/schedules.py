@@ -26,6 +26,32 @@ def cosine_schedule(
     return np.concatenate([warmup, cosine])
 
 
+def poly_schedule(
+    base: float,
+    final: float,
+    total_iters: int,
+    *,
+    power: float = 0.9,
+    warmup_iters: int = 0,
+    warmup_start_factor: float = 1e-6,
+) -> np.ndarray:
+    """MMSegmentation's `LinearLR` warm-up + `PolyLR`, by iteration; shape (total_iters,).
+
+    Warm-up: linear from `base * warmup_start_factor` towards `base` over `warmup_iters`;
+    then `final + (base - final) * (1 - t / T) ** power` with t counted from the end of the
+    warm-up and T = total_iters - warmup_iters (so the last value is just above `final`).
+    """
+    if total_iters < 1:
+        raise ValueError(f"total_iters must be >= 1, got {total_iters}")
+    if power < 0:
+        raise ValueError(f"power must be >= 0, got {power}")
+    warmup_iters = min(warmup_iters, total_iters)
+    factors = warmup_start_factor + (1.0 - warmup_start_factor) * np.arange(warmup_iters) / max(warmup_iters, 1)
+    steps = np.arange(total_iters - warmup_iters)
+    poly = final + (base - final) * (1.0 - steps / max(len(steps), 1)) ** power
+    return np.concatenate([base * factors, poly])
+
+
 @dataclass(frozen=True)
 class StepValues:
     """Schedule values for one training iteration."""

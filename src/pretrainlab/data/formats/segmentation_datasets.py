@@ -255,7 +255,7 @@ class SegmentationDataset(SkippingDataset):
 
     Args:
         root: dataset root folder.
-        layout: 'ade20k' or 'cityscapes'.
+        layout: 'ade20k', 'cityscapes', or a `SegmentationLayout` (e.g. a dataset's own class list).
         split: 'train' or 'val'.
         transform: called as `transform(image_bgr, label_uint8, rng)` (e.g. `SegTrainPipeline`);
             None returns the decoded arrays.
@@ -270,27 +270,27 @@ class SegmentationDataset(SkippingDataset):
     def __init__(
         self,
         root: str | Path,
-        layout: str = "ade20k",
+        layout: str | SegmentationLayout = "ade20k",
         split: str = "train",
         transform: Callable[[np.ndarray, np.ndarray, np.random.Generator], Any] | None = None,
         reduce_zero_label: bool | None = None,
         subset: SegmentationSubset | None = None,
     ) -> None:
         super().__init__()
-        if layout not in LAYOUTS:
+        if not isinstance(layout, SegmentationLayout) and layout not in LAYOUTS:
             raise ValueError(f"unknown segmentation layout {layout!r}; known: {', '.join(sorted(LAYOUTS))}")
-        self.layout = LAYOUTS[layout]
+        self.layout = layout if isinstance(layout, SegmentationLayout) else LAYOUTS[layout]
         self.root = Path(root)
         self.split = split
         self.transform = transform
         self.reduce_zero_label = self.layout.reduce_zero_label if reduce_zero_label is None else reduce_zero_label
         pairs = self.layout.find_pairs(self.root, split)
         if not pairs:
-            raise ValueError(f"no images found for layout {layout!r}, split {split!r} under {self.root}")
+            raise ValueError(f"no images found for layout {self.layout.name!r}, split {split!r} under {self.root}")
         self.pairs = pairs if subset is None else [pairs[i] for i in subset.indices(len(pairs))]
         self._rng: np.random.Generator | None = None
         self._rng_seed: int | None = None
-        log.info("%s %s split %r: %d samples", layout, self.root, split, len(self.pairs))
+        log.info("%s %s split %r: %d samples", self.layout.name, self.root, split, len(self.pairs))
 
     @property
     def class_names(self) -> tuple[str, ...]:

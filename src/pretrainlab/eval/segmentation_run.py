@@ -1,0 +1,100 @@
+"""`pretrainlab evaluate seg` and the study's segmentation stage: finetune each backbone on the
+`eval.seg` dataset, evaluate, and write eval/seg*.json, plots/seg_examples.png and the report section.
+
+`--backbone-from` takes a run directory (the method's eval backbone with the weights of
+`checkpoints/last.ckpt`), a checkpoint file (loaded into `config.backbone` with a key
+report), or `random` (the run's backbone exactly as pretraining started).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import cv2
+
+from pretrainlab.config.schema import Config
+from pretrainlab.eval.knn_eval import write_json
+from pretrainlab.eval.segmentation import evaluate_segmentor, finetune_segmentation
+from pretrainlab.eval.segmentation_data import build_seg_datasets
+from pretrainlab.eval.segmentation_report import (
+    plot_seg_examples,
+    result_path,
+    seg_report_section,
+    seg_result,
+    write_report_section,
+)
+from pretrainlab.models.backbones import Backbone, build_backbone
+
+log = logging.getLogger(__name__)
+RANDOM = "random"
+PLOT_NAME = "seg_examples.png"
+
+
+def load_seg_backbone(spec: str, config: Config) -> tuple[str, Backbone]:
+    """(name, backbone) for `--backbone-from`: a run directory, a checkpoint file or `random`."""
+    from pretrainlab.engine.run import load_pretrained_method, random_init_method
+
+    if spec == RANDOM:
+        return "random_init", random_init_method(config).eval_backbone()
+    path = Path(spec)
+    if path.is_dir():
+        _, method, _ = load_pretrained_method(path)
+        return "pretrained", method.eval_backbone()
+    if path.is_file():
+        from pretrainlab.models.checkpoint import load_backbone_checkpoint
+
+        backbone = build_backbone(config.backbone)
+        load_backbone_checkpoint(backbone, path)
+        return "pretrained", backbone
+    raise FileNotFoundError(f"--backbone-from {spec}: not a run directory, a checkpoint file or '{RANDOM}'")
+
+
+def evaluate_segmentation(
+    config: Config, backbones: dict[str, Backbone], sources: dict[str, str], run_dir: Path
+) -> dict[str, dict[str, Any]]:
+    """Finetune and evaluate every backbone; write the results under `run_dir`; return them by name.
+
+    The first backbone's result goes to eval/seg.json, the others' to eval/seg_<name>.json.
+    """
+    seg = config.eval.seg
+    train, val = build_seg_datasets(config)
+    results: dict[str, dict[str, Any]] = {}
+    predictions: dict[str, list] = {}
+    for name, backbone in backbones.items():
+        segmentor, train_log = finetune_segmentation(backbone, config, train)
+        started = time.perf_counter()
+        metric, examples = evaluate_segmentor(segmentor, val, config, num_examples=seg.num_examples)
+        extra = {
+            "backbone": name,
+            "backbone_from": sources.get(name, ""),
+            "num_train": len(train),
+            "num_val": len(val),
+            "train": {
+                "iterations": train_log.iterations,
+                "seconds": train_log.seconds,
+                "cached_maps": train_log.cached_maps,
+                "final_loss": train_log.losses[-1][1],
+                "losses": train_log.losses,
+                "num_trainable_tensors": len(train_log.trainable.trainable),
+                "num_frozen_tensors": len(train_log.trainable.frozen),
+                "broken_samples": train.num_broken,
+            },
+            "eval_seconds": time.perf_counter() - started,
+            "config": seg.model_dump(mode="json"),
+        }
+        results[name] = seg_result(metric.summary(), train.class_names, extra)
+        predictions[name] = examples
+        write_json(result_path(run_dir, name, is_first=len(results) == 1), results[name])
+        log.info("segmentation %s: %s", name, results[name]["summary"])
+    plot_name = None
+    if seg.num_examples > 0:
+        samples = [val.load(i) for i in range(min(seg.num_examples, len(val)))]
+        images = [cv2.cvtColor(image, cv2.COLOR_BGR2RGB) for _, image, _ in samples]
+        labels = [label for _, _, label in samples]
+        plot_seg_examples(images, labels, predictions, train.palette, run_dir / "plots" / PLOT_NAME)
+        plot_name = PLOT_NAME
+    write_report_section(run_dir, seg_report_section(results, plot_name))
+    return results

@@ -1,0 +1,42 @@
+"""Linear segmentation head of DINOv2 (Oquab et al. 2023, arXiv:2304.07193, Sec. 7.4):
+BatchNorm + 1×1 convolution on the last map, or on the last `num_maps` maps resized
+(bilinear) to the size of the first of them and concatenated (MMSeg `BNHead` with
+`input_transform="resize_concat"`)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from pretrainlab.models.heads.seg_base import SegHead, resize_to
+
+
+class SegLinearHead(SegHead):
+    """(maps [(B, D_i, H_i, W_i)]) -> logits (B, K, H_j, W_j), j the first of the last `num_maps` maps."""
+
+    def __init__(
+        self,
+        in_channels: Sequence[int],
+        strides: Sequence[int],
+        num_classes: int,
+        *,
+        num_maps: int = 1,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__(in_channels, strides, num_classes)
+        if not 1 <= num_maps <= len(in_channels):
+            raise ValueError(f"num_maps must be in [1, {len(in_channels)}] (the backbone's maps), got {num_maps}")
+        self.map_indices = list(range(len(in_channels) - num_maps, len(in_channels)))
+        self.output_stride = strides[self.map_indices[0]]
+        channels = sum(in_channels[i] for i in self.map_indices)
+        self.bn = nn.BatchNorm2d(channels)
+        self.dropout = nn.Dropout2d(dropout)
+        self.classifier = nn.Conv2d(channels, num_classes, kernel_size=1)
+
+    def forward(self, maps: Sequence[Tensor]) -> Tensor:
+        self.check_maps(maps)
+        size = maps[self.map_indices[0]].shape[-2:]
+        x = torch.cat([resize_to(maps[i], size) for i in self.map_indices], dim=1)  # (B, sum D_i, H_j, W_j)
+        return self.classifier(self.dropout(self.bn(x)))  # (B, K, H_j, W_j)
