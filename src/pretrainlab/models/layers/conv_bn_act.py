@@ -9,6 +9,7 @@ Convolutions have no bias because a BatchNorm is always next to them.
 from __future__ import annotations
 
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 
 def _check_kernel(kernel_size: int) -> None:
@@ -39,8 +40,23 @@ class ConvBnAct(nn.Module):
         self.bn = nn.BatchNorm2d(out_channels)
         self.act = nn.ReLU(inplace=True) if use_act else nn.Identity()
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor) -> Tensor:  # (B, C_in, H, W) -> (B, C_out, ceil(H / s), ceil(W / s))
+        if self.conv.stride != (1, 1) and x.shape[-2:] == (1, 1):
+            return self.act(self.bn(self._centre_tap_conv(x)))
         return self.act(self.bn(self.conv(x)))
+
+    def _centre_tap_conv(self, x: Tensor) -> Tensor:
+        """The conv on a 1×1 map (B, C_in, 1, 1) -> (B, C_out, 1, 1), as a 1×1 conv with the kernel's centre tap.
+
+        With padding k // 2 only the centre tap meets the single input cell, so this is exact
+        (the other taps get a zero gradient, as they should). It works around a oneDNN bug
+        (torch 2.x, CPU): under bf16 autocast the weight gradient of a *strided* 3×3 conv on a
+        1×1 input is garbage (relative errors up to 1e33), which sent SEBNet's 1/64 context
+        branch to NaN on 32-px crops. `tests/models/test_conv_bn_act.py` checks both.
+        """
+        centre = self.conv.kernel_size[0] // 2
+        weight = self.conv.weight[:, :, centre : centre + 1, centre : centre + 1]  # (C_out, C_in / g, 1, 1)
+        return F.conv2d(x, weight, groups=self.conv.groups)
 
 
 class BnActConv(nn.Module):
