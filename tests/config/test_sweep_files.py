@@ -9,6 +9,8 @@ import pytest
 from pretrainlab.config import ConfigError
 from pretrainlab.config.sweeps import expand_sweep
 
+REPO = Path(__file__).resolve().parents[2]
+
 BASE = """\
 name: base
 output_root: {output_root}
@@ -57,6 +59,32 @@ def test_preset_applies_to_every_variant_after_it_and_cli_overrides_come_last(tm
     assert moved.configs["cold"].run_dir == tmp_path / "elsewhere" / "other" / "cold"
 
 
+def test_sweep_overrides_apply_to_every_variant_before_its_own(tmp_path: Path) -> None:
+    text = SWEEP.replace("variants:", "overrides: {optim.lr: 0.02, seed: 7}\nvariants:")
+    sweep = expand_sweep(write_sweep(tmp_path, text))
+    assert sweep.configs["warm"].optim.lr == 1e-3 and sweep.configs["cold"].optim.lr == 0.02
+    assert {config.seed for config in sweep.configs.values()} == {7}
+
+
+def test_the_w1_ablations_file_holds_the_five_seed_ablations() -> None:
+    sweep = expand_sweep(REPO / "configs" / "w1_sebnet" / "ablations.yaml", preset="small")
+    described = {
+        name: (config.neck.name, [(loss.name, loss.tap) for loss in config.method.losses])
+        for name, config in sweep.configs.items()
+    }
+    assert described == {
+        "no_neck": ("none", []),
+        "dappm": ("dappm", []),
+        "koleo_backbone": ("none", [("koleo", "backbone")]),
+        "dappm_koleo_backbone": ("dappm", [("koleo", "backbone")]),
+        "dappm_koleo_neck": ("dappm", [("koleo", "neck")]),
+    }
+    for config in sweep.configs.values():
+        assert config.backbone.name == "sebnet" and config.method.name == "dino" and config.eval.linear.enabled
+        assert config.run_dir.parent == Path("runs") / "w1_ablations"
+        assert config.data.root != Path("data/synthetic")  # the small preset never rewrites the shared dataset
+
+
 def test_a_bad_key_names_file_variant_and_dotted_key(tmp_path: Path) -> None:
     path = write_sweep(tmp_path, SWEEP.replace("method.temperature: 0.5", "method.temprature: 0.5"))
     with pytest.raises(ConfigError) as error:
@@ -97,6 +125,7 @@ def test_mapping_in_the_path_of_a_dotted_key_is_reported(tmp_path: Path) -> None
         (SWEEP + "metric: knn_top_1\n", r"unknown metric 'knn_top_1'; did you mean 'knn_top1'\?"),
         (SWEEP.replace("cold:", "co/ld:"), r"'co/ld' must be a folder name"),
         (SWEEP.replace("cold: {", "cold: {name: other, "), r"'cold' sets 'name', which the sweep sets"),
+        (SWEEP + "overrides: {output_root: x}\n", r"overrides sets 'output_root', which the sweep sets"),
         (SWEEP.replace("base: base.yaml", "base: missing.yaml"), r"missing.yaml not found"),
     ],
 )

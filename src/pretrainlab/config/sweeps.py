@@ -3,14 +3,15 @@
     study: w1_ablations              # runs go to <output_root>/<study>/<variant>/
     base: base.yaml                  # relative to this file; may itself `extends`
     metric: knn_top1                 # score-table column to sort by (report/scores.py)
+    overrides: {eval.linear.enabled: true}   # applied to every variant
     variants:
       no_neck: {model.neck.name: none}
       dappm:   {model.neck.name: dappm}
     presets:                         # chosen with --preset; applied to every variant
       small: {engine.max_epochs: 2, data.synthetic.num_train: 5000}
 
-Each variant's config is built as base -> variant overrides -> preset overrides ->
-command-line overrides, then `name` is set to the variant and `output_root` to
+Each variant's config is built as base -> sweep overrides -> variant overrides -> preset
+overrides -> command-line overrides, then `name` is set to the variant and `output_root` to
 `<output_root>/<study>`. Every variant is validated before anything runs; errors name
 the sweep file, the variant and the dotted key.
 """
@@ -48,6 +49,7 @@ class SweepFile(Strict):
     study: str = Field(pattern=NAME_PATTERN, description="folder under output_root holding the variants")
     base: Path = Field(description="base config, relative to the sweep file")
     metric: str = Field("knn_top1", description="score-table column to sort by")
+    overrides: Overrides = Field(default_factory=dict, description="{dotted.key: value} for every variant")
     variants: dict[str, Overrides] = Field(min_length=1, description="variant name -> {dotted.key: value}")
     presets: dict[str, Overrides] = Field(default_factory=dict, description="preset name -> {dotted.key: value}")
 
@@ -62,10 +64,20 @@ class SweepFile(Strict):
         for name, overrides in entries.items():
             if not _is_plain_name(name):
                 raise ValueError(f"'{name}' must be a folder name (letters, digits, '_', '.', '-')")
-            for dotted in overrides:
-                if dotted in SET_BY_SWEEP:
-                    raise ValueError(f"'{name}' sets '{dotted}', which the sweep sets (study / variant name)")
+            _check_not_set_by_sweep(overrides, f"'{name}'")
         return entries
+
+    @field_validator("overrides")
+    @classmethod
+    def _keys_not_set_by_sweep(cls, overrides: Overrides) -> Overrides:
+        return _check_not_set_by_sweep(overrides, "overrides")
+
+
+def _check_not_set_by_sweep(overrides: Overrides, owner: str) -> Overrides:
+    for dotted in overrides:
+        if dotted in SET_BY_SWEEP:
+            raise ValueError(f"{owner} sets '{dotted}', which the sweep sets (study / variant name)")
+    return overrides
 
 
 @dataclass(frozen=True)
@@ -125,7 +137,12 @@ def expand_sweep(
         source = f"{path}: variant '{variant}'"
         try:
             configs[variant] = _variant_config(
-                base, variant, sweep.study, [variant_overrides, preset_overrides], overrides or [], source
+                base,
+                variant,
+                sweep.study,
+                [sweep.overrides, variant_overrides, preset_overrides],
+                overrides or [],
+                source,
             )
         except ConfigError as error:
             problems += [line for line in str(error).splitlines() if line not in problems]
