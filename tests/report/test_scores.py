@@ -79,11 +79,13 @@ def test_read_run_scores_from_summary_and_eval_files(tmp_path: Path) -> None:
     run = tmp_path / "run"
     write_json(run / "summary.json", summary(40.0, 20.0, num_params=1000, linear_top1={"pretrained": 55.0}))
     write_json(run / "eval" / "seg.json", {"summary": {"mIoU": 31.5, "mAcc": 40.1, "aAcc": 80.2}, "per_class": {}})
+    write_json(run / "eval" / "seg_random_init.json", {"summary": {"mIoU": 12.0, "mAcc": 20.0, "aAcc": 60.0}})
     assert read_run_scores(run).values == {
         "knn_top1": 40.0,
         "knn_top1_random_init": 20.0,
         "linear_top1": 55.0,
         "mIoU": 31.5,
+        "mIoU_random_init": 12.0,
         "mAcc": 40.1,
         "aAcc": 80.2,
         "num_params": 1000.0,

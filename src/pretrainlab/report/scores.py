@@ -4,12 +4,12 @@ and a rich table. One implementation for `pretrainlab sweep` (a row per variant)
 
 A run is any folder holding `summary.json` and/or `eval/*.json`. Values are read from
 
-    summary.json               knn_top1, linear_top1, seg_miou: {pretrained, random_init},
-                               num_params, wall_time_s
+    summary.json               knn_top1, linear_top1: {pretrained, random_init}, num_params, wall_time_s
     eval/knn.json              {pretrained | random_init: {top1}}    (runs without summary.json)
     eval/knn_random_init.json  {top1}                                (written when training starts)
     eval/linear.json           {pretrained | random_init: {top1}}
     eval/seg.json              {summary: {mIoU, mAcc, aAcc}}, or those keys at the top level
+    eval/seg_random_init.json  the same, for the random-init backbone of a study
 
 Scores are percentages as the evaluators write them. Higher is better for every metric,
 so tables sort descending; runs without the metric come last.
@@ -47,9 +47,8 @@ COLUMNS: tuple[Column, ...] = (
     Column("linear_top1_random_init", "linear top-1 random init"),
     Column("mIoU", "mIoU"),
     Column("mAcc", "mAcc"),
+    Column("mIoU_random_init", "mIoU random init"),
     Column("aAcc", "aAcc"),
-    Column("seg_miou", "seg mIoU (study)"),
-    Column("seg_miou_random_init", "seg mIoU random init (study)"),
     Column("num_params", "params", "count"),
     Column("wall_time_s", "wall time", "seconds"),
 )
@@ -104,13 +103,14 @@ def read_run_scores(run_dir: Path, name: str | None = None) -> ScoreRow:
         values["knn_top1_random_init"] = float(random_init_only)
     _pair(values, "knn_top1", _read_json(run_dir / "eval" / "knn.json"), "top1")
     _pair(values, "linear_top1", _read_json(run_dir / "eval" / "linear.json"), "top1")
-    seg = _read_json(run_dir / "eval" / "seg.json")
-    seg = seg.get("summary", seg)
-    for key in ("mIoU", "mAcc", "aAcc"):
-        if isinstance(seg.get(key), (int, float)):
-            values[key] = float(seg[key])
+    for file, suffix, keys in (("seg", "", ("mIoU", "mAcc", "aAcc")), ("seg_random_init", "_random_init", ("mIoU",))):
+        seg = _read_json(run_dir / "eval" / f"{file}.json")
+        seg = seg.get("summary", seg)
+        for key in keys:
+            if isinstance(seg.get(key), (int, float)):
+                values[key + suffix] = float(seg[key])
     summary = _read_json(run_dir / "summary.json")
-    for key in ("knn_top1", "linear_top1", "seg_miou"):
+    for key in ("knn_top1", "linear_top1"):
         _pair(values, key, summary.get(key))
     for key in ("num_params", "wall_time_s"):
         if isinstance(summary.get(key), (int, float)):
