@@ -103,24 +103,24 @@ def _batches(
 ) -> tuple[Iterator[tuple[list[Tensor], Tensor]], bool]:
     """An endless stream of (maps, labels) training batches, and whether maps are cached."""
     device = next(segmentor.parameters()).device
+    batch_size = min(seg.batch_size, len(dataset))
+    if batch_size < seg.batch_size:
+        log.warning("eval.seg.batch_size=%d exceeds the %d training images; using %d", seg.batch_size,
+                    len(dataset), batch_size)  # fmt: skip
     if is_frozen(segmentor.backbone) and not seg.augment:
         maps, labels = cache_backbone_maps(segmentor, dataset, seg, precision)
-        if len(labels) < seg.batch_size:
-            raise ValueError(f"eval.seg.batch_size={seg.batch_size} exceeds the {len(labels)} training images")
 
         def cached() -> Iterator[tuple[list[Tensor], Tensor]]:
             while True:
-                index = torch.randperm(len(labels), generator=generator)[: seg.batch_size]
+                index = torch.randperm(len(labels), generator=generator)[:batch_size]
                 yield [m[index] for m in maps], labels[index].to(device)
 
         return cached(), True
 
     loader = DataLoader(
-        dataset, batch_size=seg.batch_size, shuffle=True, drop_last=True, generator=generator,
+        dataset, batch_size=batch_size, shuffle=True, drop_last=True, generator=generator,
         collate_fn=_train_collate(seg),
     )  # fmt: skip
-    if len(loader) == 0:
-        raise ValueError(f"eval.seg.batch_size={seg.batch_size} exceeds the {len(dataset)} training images")
 
     def live() -> Iterator[tuple[list[Tensor], Tensor]]:
         while True:
