@@ -1,4 +1,4 @@
-"""`pretrainlab` command line: data synth | pretrain | evaluate knn|linear | study | sweep | report | analyze params.
+"""`pretrainlab` command line: data synth | pretrain | evaluate knn|linear|seg | study | sweep | report | analyze params.
 
 Config errors print one line per problem (file, dotted key, what was expected) and
 exit with status 2, before any data is read.
