@@ -21,6 +21,7 @@ from pretrainlab.data.transforms.views import (
     adjust_hue,
     adjust_saturation,
     random_resized_crop,
+    random_rotate,
     solarize,
 )
 
@@ -118,6 +119,26 @@ def test_solarize_matches_pil_threshold() -> None:
     image = np.array([[[0, 127, 128], [200, 255, 64]]], dtype=np.uint8)
     expected = F.solarize(torch.from_numpy(image).permute(2, 0, 1), 128).permute(1, 2, 0).numpy()
     np.testing.assert_allclose(solarize(image.astype(np.float32) / 255.0) * 255.0, expected, atol=1e-4)
+
+
+def test_random_rotate_by_90_degrees_is_rot90(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A drawn +90 degrees (counter-clockwise) on a square image is exactly np.rot90; 0 is the identity."""
+    image = _image(16)
+    np.testing.assert_array_equal(random_rotate(image, max_degrees=0.0), image)
+    monkeypatch.setattr(random, "uniform", lambda low, high: high)
+    np.testing.assert_array_equal(random_rotate(image, max_degrees=90.0), np.rot90(image))
+
+
+def test_rotation_only_when_asked() -> None:
+    plain = TwoViews(**NO_AUGMENT, scale=(1.0, 1.0))
+    rotating = TwoViews(**NO_AUGMENT, scale=(1.0, 1.0), rotation_p=1.0, rotation_degrees=180.0)
+    image = _image()
+    random.seed(3)
+    first, _ = plain(image)
+    random.seed(3)
+    turned, _ = rotating(image)
+    np.testing.assert_allclose(first.numpy(), _expected(image.astype(np.float64)).transpose(2, 0, 1), atol=1e-5)
+    assert not torch.allclose(first, turned)
 
 
 def test_random_resized_crop_full_scale_and_fallback() -> None:

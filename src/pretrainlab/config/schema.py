@@ -253,6 +253,8 @@ class MultiCropConfig(Strict):
     local_blur_p: float = Field(0.5, ge=0.0, le=1.0)
     solarize_p: float = Field(0.2, ge=0.0, le=1.0)
     flip_p: float = Field(0.5, ge=0.0, le=1.0)
+    rotation_p: float = Field(0.0, ge=0.0, le=1.0, description="probability of a random rotation of each crop")
+    rotation_degrees: float = Field(180.0, ge=0.0, le=180.0, description="rotation angle ~ U(-d, d)")
 
 
 class TwoViewConfig(Strict):
@@ -262,9 +264,12 @@ class TwoViewConfig(Strict):
     scale: tuple[float, float] = (0.2, 1.0)
     color_strength: float = Field(0.5, ge=0.0, le=1.25, description="jitter (0.8s, 0.8s, 0.8s, 0.2s)")
     color_jitter_p: float = Field(0.8, ge=0.0, le=1.0)
+    hue: float | None = Field(None, ge=0.0, le=0.5, description="hue jitter; null = 0.2 * color_strength")
     grayscale_p: float = Field(0.3, ge=0.0, le=1.0)
     blur_p: float = Field(0.0, ge=0.0, le=1.0)
     flip_p: float = Field(0.5, ge=0.0, le=1.0)
+    rotation_p: float = Field(0.0, ge=0.0, le=1.0, description="probability of a random rotation of each view")
+    rotation_degrees: float = Field(180.0, ge=0.0, le=180.0, description="rotation angle ~ U(-d, d)")
 
 
 class DINOHeadConfig(Strict):

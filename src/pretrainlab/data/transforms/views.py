@@ -82,6 +82,14 @@ def random_resized_crop(
     return _resize(image[top : top + crop_h, left : left + crop_w], size, size)
 
 
+def random_rotate(image: np.ndarray, max_degrees: float) -> np.ndarray:
+    """Rotate about the centre by an angle ~ U(-max_degrees, max_degrees), borders reflected
+    (so no black corners leak an orientation cue). (H, W, C) -> (H, W, C), same dtype."""
+    height, width = image.shape[:2]
+    matrix = cv2.getRotationMatrix2D((width / 2 - 0.5, height / 2 - 0.5), random.uniform(-max_degrees, max_degrees), 1.0)
+    return cv2.warpAffine(image, matrix, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+
+
 def _grayscale(image: np.ndarray) -> np.ndarray:
     """ITU-R 601-2 luma, (S, S, 3) float -> (S, S, 3) float with equal channels."""
     gray = image @ _LUMA  # (S, S)
@@ -152,26 +160,32 @@ class _Normalize:
 
 
 class _Photometric:
-    """Flip, colour jitter, grayscale, blur and solarize on one crop — shared by both view generators."""
+    """Flip, rotation, colour jitter, grayscale, blur and solarize on one crop — shared by both view generators."""
 
     def __init__(self, brightness: float, contrast: float, saturation: float, hue: float, color_jitter_p: float,
-                 grayscale_p: float, flip_p: float, blur_sigma: tuple[float, float]) -> None:  # fmt: skip
+                 grayscale_p: float, flip_p: float, blur_sigma: tuple[float, float],
+                 rotation_p: float = 0.0, rotation_degrees: float = 180.0) -> None:  # fmt: skip
         for name, strength in (("brightness", brightness), ("contrast", contrast), ("saturation", saturation)):
             if not 0.0 <= strength <= 1.0:
                 raise ValueError(f"{name}={strength} is not valid; expected a jitter strength in [0, 1]")
         if not 0.0 <= hue <= 0.5:
             raise ValueError(f"hue={hue} is not valid; expected a hue jitter in [0, 0.5]")
-        for name, probability in (("color_jitter_p", color_jitter_p), ("grayscale_p", grayscale_p), ("flip_p", flip_p)):
+        for name, probability in (("color_jitter_p", color_jitter_p), ("grayscale_p", grayscale_p), ("flip_p", flip_p),
+                                  ("rotation_p", rotation_p)):  # fmt: skip
             _check_probability(name, probability)
+        _check_range("rotation_degrees", (0.0, rotation_degrees), 0.0, 180.0)
         _check_range("blur_sigma", blur_sigma, 0.0, math.inf)
         self.jitter = (brightness, contrast, saturation, hue)
         self.color_jitter_p, self.grayscale_p, self.flip_p = color_jitter_p, grayscale_p, flip_p
         self.blur_sigma = blur_sigma
+        self.rotation_p, self.rotation_degrees = rotation_p, rotation_degrees
 
     def __call__(self, crop: np.ndarray, blur_p: float, solarize_p: float) -> np.ndarray:
         """(S, S, 3) uint8 -> (S, S, 3) float32 in [0, 1]."""
         if random.random() < self.flip_p:
             crop = crop[:, ::-1]
+        if random.random() < self.rotation_p:
+            crop = random_rotate(np.ascontiguousarray(crop), self.rotation_degrees)
         image = crop.astype(np.float32) * (1.0 / 255.0)
         if random.random() < self.color_jitter_p:
             image = color_jitter(image, *self.jitter)
@@ -214,6 +228,8 @@ class MultiCropViews:
         blur_sigma: tuple[float, float] = (0.1, 2.0),
         solarize_p: float = 0.2,
         flip_p: float = 0.5,
+        rotation_p: float = 0.0,
+        rotation_degrees: float = 180.0,
         mean: tuple[float, float, float] = IMAGENET_MEAN,
         std: tuple[float, float, float] = IMAGENET_STD,
     ) -> None:
@@ -230,7 +246,8 @@ class MultiCropViews:
         self.num_local, self.local_size, self.local_scale = num_local, local_size, local_scale
         self.global_blur_p, self.local_blur_p, self.solarize_p = global_blur_p, local_blur_p, solarize_p
         self.photometric = _Photometric(
-            brightness, contrast, saturation, hue, color_jitter_p, grayscale_p, flip_p, blur_sigma
+            brightness, contrast, saturation, hue, color_jitter_p, grayscale_p, flip_p, blur_sigma, rotation_p,
+            rotation_degrees,
         )
         self.normalize = _Normalize(mean, std)
 
@@ -253,7 +270,8 @@ class TwoViews:
     (ColorJitter(0.8 s, 0.8 s, 0.8 s, 0.2 s) with p `color_jitter_p`), grayscale, optional blur.
 
     `color_strength=0.5` (the paper's CIFAR setting) gives (0.4, 0.4, 0.4, 0.1); 1.0 is the
-    strong ImageNet setting with hue 0.2 and saturation 0.8.
+    strong ImageNet setting with hue 0.2 and saturation 0.8. `hue` overrides 0.2 s (0.5 draws
+    the hue shift from the whole colour circle, for data where colour carries no label).
 
     Returns:
         two float32 tensors (3, size, size).
@@ -270,6 +288,9 @@ class TwoViews:
         blur_p: float = 0.0,
         blur_sigma: tuple[float, float] = (0.1, 2.0),
         flip_p: float = 0.5,
+        rotation_p: float = 0.0,
+        rotation_degrees: float = 180.0,
+        hue: float | None = None,
         mean: tuple[float, float, float] = IMAGENET_MEAN,
         std: tuple[float, float, float] = IMAGENET_STD,
     ) -> None:
@@ -280,8 +301,9 @@ class TwoViews:
         _check_probability("blur_p", blur_p)
         self.size, self.scale, self.blur_p = size, scale, blur_p
         strength = 0.8 * color_strength
-        self.photometric = _Photometric(strength, strength, strength, 0.2 * color_strength, color_jitter_p, grayscale_p,
-                                        flip_p, blur_sigma)  # fmt: skip
+        hue = 0.2 * color_strength if hue is None else hue
+        self.photometric = _Photometric(strength, strength, strength, hue, color_jitter_p, grayscale_p,
+                                        flip_p, blur_sigma, rotation_p, rotation_degrees)  # fmt: skip
         self.normalize = _Normalize(mean, std)
 
     def __call__(self, image: np.ndarray) -> tuple[Tensor, Tensor]:
