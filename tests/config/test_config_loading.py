@@ -5,10 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from pretrainlab.cli import main
 from pretrainlab.config import ConfigError, load_config
 from pretrainlab.config.schema import DINOConfig, SimCLRConfig
+from pretrainlab.config.sweeps import expand_sweep
 
 
 def write(path: Path, text: str) -> Path:
@@ -104,5 +106,8 @@ def test_shipped_configs_load() -> None:
     files = sorted(root.rglob("*.yaml"))
     assert files, "no configs shipped"
     for path in files:
-        if "sweep" not in path.name:
+        if "variants" in (yaml.safe_load(path.read_text()) or {}):
+            for preset in [None, *expand_sweep(path).file.presets]:  # a sweep file: every variant, every preset
+                expand_sweep(path, preset=preset)
+        else:
             load_config(path)
