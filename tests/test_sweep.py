@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import tiny_run_overrides
+from conftest import TINY_SYNTHETIC, _yaml_inline, tiny_run_overrides
 from pretrainlab import sweep as sweep_module
 from pretrainlab.cli import main
 from pretrainlab.config import ConfigError
@@ -120,3 +120,29 @@ def test_sweep_runs_two_tiny_variants_then_skips_them(tiny_synthetic: Path, tmp_
     report = [line.split(",") for line in (study / "scores.csv").read_text().splitlines()]
     linear = [float(values[report[0].index("linear_top1")]) for values in report[1:]]
     assert len(linear) == 2 and linear == sorted(linear, reverse=True)  # both variants have a probe now
+
+
+@pytest.mark.slow
+def test_the_w1_ablations_run_end_to_end_on_tiny_data(tiny_synthetic: Path, tmp_path: Path) -> None:
+    tiny = {
+        "data.root": str(tiny_synthetic),
+        "data.synthetic": TINY_SYNTHETIC,
+        "data.batch_size": 16,
+        "data.eval_batch_size": 64,
+        "output_root": str(tmp_path),
+        "engine.precision": "32",
+        "engine.progress_bar": False,
+        "engine.log_every_n_steps": 1,
+        "optim.warmup_epochs": 0,
+        "eval.knn.ks": [5, 10],
+    }
+    overrides = [f"{key}={_yaml_inline(value)}" for key, value in tiny.items()]
+    assert main(["-q", "sweep", str(REPO / "configs" / "w1_sebnet" / "ablations.yaml"), *overrides]) == 0
+    lines = (tmp_path / "w1_ablations" / "scores.csv").read_text().splitlines()
+    header = lines[0].split(",")
+    rows = {line.split(",")[0]: dict(zip(header, line.split(","))) for line in lines[1:]}
+    assert set(rows) == {"no_neck", "dappm", "koleo_backbone", "dappm_koleo_backbone", "dappm_koleo_neck"}
+    assert all(row["knn_top1"] and row["linear_top1"] for row in rows.values())
+    assert int(rows["dappm"]["num_params"]) > int(rows["no_neck"]["num_params"])  # the neck is counted
+    metrics = (tmp_path / "w1_ablations" / "dappm_koleo_neck" / "metrics.jsonl").read_text()
+    assert "train/loss_koleo_neck" in metrics
