@@ -133,18 +133,21 @@ def find_run_dirs(root: Path) -> list[Path]:
 
 
 def collect_runs(roots: Sequence[Path]) -> list[ScoreRow]:
-    """A row per run below `roots`, named by its path relative to its root (prefixed by the root's
-    name when several roots are given)."""
-    rows = []
+    """A row per run below `roots`, named by its path relative to its root; with several roots,
+    relative to their common parent folder (`w1/dappm`, `seg/frozen` for roots `w1` and `seg`)."""
     for root in roots:
         if not root.is_dir():
             raise FileNotFoundError(f"{root} is not a folder")
+    common = Path(os.path.commonpath([root.resolve().parent for root in roots])) if len(roots) > 1 else None
+    rows = []
+    for root in roots:
         for run_dir in find_run_dirs(root):
-            relative = run_dir.relative_to(root).as_posix()
-            if relative == ".":
+            if common is not None:
+                name = run_dir.resolve().relative_to(common).as_posix()
+            elif run_dir == root:
                 name = root.resolve().name
             else:
-                name = f"{root.resolve().name}/{relative}" if len(roots) > 1 else relative
+                name = run_dir.relative_to(root).as_posix()
             rows.append(read_run_scores(run_dir, name))
     return rows
 
