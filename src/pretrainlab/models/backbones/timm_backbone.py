@@ -49,9 +49,11 @@ class TimmBackbone(Backbone):
             raise ValueError(f"img_size / patch_size only apply to ViTs, not to '{arch}'")
         if drop_path_rate:
             kwargs["drop_path_rate"] = drop_path_rate
+        # timm's ResNet reads `stem_width` only for deep stems; the small stem honours it itself.
+        stem_width = kwargs.pop("stem_width", None) if small_input_stem else None
         self.model = timm.create_model(arch, pretrained=False, num_classes=0, in_chans=in_chans, **kwargs)
         if small_input_stem:
-            self._use_small_input_stem(arch)
+            self._use_small_input_stem(arch, stem_width)
         self.in_chans = in_chans
         self.is_vit = is_vit
         self.patch_size = self.model.patch_embed.patch_size[0] if is_vit else None
@@ -62,13 +64,28 @@ class TimmBackbone(Backbone):
 
             load_backbone_checkpoint(self, checkpoint)
 
-    def _use_small_input_stem(self, arch: str) -> None:
-        """CIFAR-style stem: 3x3 stride-1 first conv and no max-pool (keeps 32-px inputs resolvable)."""
+    def _use_small_input_stem(self, arch: str, stem_width: object) -> None:
+        """CIFAR-style stem: 3x3 stride-1 first conv and no max-pool (keeps 32-px inputs resolvable).
+
+        With `stem_width` the stem conv has that many channels instead of timm's 64 (at full
+        resolution the stem and the first block's input convs dominate a narrow ResNet's cost),
+        and the first block's input convs are rebuilt to take them.
+        """
         conv1 = getattr(self.model, "conv1", None)
         if not isinstance(conv1, nn.Conv2d) or not hasattr(self.model, "maxpool"):
             raise ValueError(f"small_input_stem applies to ResNets with a single-conv stem, not '{arch}'")
-        self.model.conv1 = nn.Conv2d(conv1.in_channels, conv1.out_channels, 3, 1, 1, bias=False)
+        if stem_width is not None and (not isinstance(stem_width, int) or stem_width < 1):
+            raise ValueError(f"stem_width={stem_width!r} is not valid; expected a positive number of channels")
+        width = stem_width or conv1.out_channels
+        self.model.conv1 = nn.Conv2d(conv1.in_channels, width, 3, 1, 1, bias=False)
         self.model.maxpool = nn.Identity()
+        if width != conv1.out_channels:
+            self.model.bn1 = nn.BatchNorm2d(width)
+            first_block = self.model.layer1[0]
+            for owner in (first_block, first_block.downsample):
+                for name, child in (owner.named_children() if owner is not None else ()):
+                    if isinstance(child, nn.Conv2d) and child.in_channels == conv1.out_channels:
+                        setattr(owner, name, _with_in_channels(child, width))
 
     @torch.no_grad()
     def _probe_shapes(self, size: int) -> None:
@@ -102,3 +119,9 @@ class TimmBackbone(Backbone):
         grid_h, grid_w = images.shape[-2] // self.patch_size, images.shape[-1] // self.patch_size
         feature_map = patch_tokens.transpose(1, 2).reshape(len(images), -1, grid_h, grid_w)  # (B, D, h, w)
         return Features(pooled=pooled, maps=[feature_map], tokens=patch_tokens)
+
+
+def _with_in_channels(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:
+    """A freshly initialised copy of `conv` taking `in_channels` inputs."""
+    return nn.Conv2d(in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                     conv.dilation, conv.groups, conv.bias is not None)  # fmt: skip
