@@ -33,7 +33,9 @@ def test_simclr_beats_random_init(small_synthetic: Path, tmp_path: Path) -> None
         "engine.progress_bar=false",
         "eval.knn.ks=[20]",
         "eval.knn.every_n_epochs=0",
+        "eval.seg.enabled=false",
     ]
     assert main(["-q", "study", str(REPO_ROOT / "configs" / "quickstart.yaml"), *overrides]) == 0
     knn = json.loads((tmp_path / "quickstart" / "summary.json").read_text())["knn_top1"]
-    assert knn["pretrained"] >= knn["random_init"] + 4.0, knn
+    # measured: 44.7 vs 26.4 after 3 epochs (data format 4); 49.6 vs 24.3 at epoch 3 of the quickstart
+    assert knn["pretrained"] >= knn["random_init"] + 12.0, knn
