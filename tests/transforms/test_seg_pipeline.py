@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -11,11 +12,19 @@ from pretrainlab.data.transforms.photometric import (
     photometric_distortion_deferred,
     random_photometric_distortion,
 )
-from pretrainlab.data.transforms.seg_collate import collate_segmentation, pad_batch, pad_image
+from pretrainlab.data.transforms.seg_collate import (
+    collate_segmentation,
+    pad_batch,
+    pad_image,
+)
 from pretrainlab.data.transforms.seg_crop import random_crop
 from pretrainlab.data.transforms.seg_flip import hflip, random_flip
 from pretrainlab.data.transforms.seg_normalize import normalize
-from pretrainlab.data.transforms.seg_pipeline import SegTrainPipeline, SegValPipeline, as_uint8_label
+from pretrainlab.data.transforms.seg_pipeline import (
+    SegTrainPipeline,
+    SegValPipeline,
+    as_uint8_label,
+)
 from pretrainlab.data.transforms.seg_resize import random_resize
 
 MEAN = (123.675, 116.28, 103.53)
@@ -103,13 +112,15 @@ def test_pad_batch_rejects_mismatches() -> None:
         pad_image(torch.zeros(3, 2, 2), size_divisor=0)
 
 
-def test_train_pipeline_equals_the_composition_of_its_transforms() -> None:
+@pytest.mark.parametrize("image_hw", [(300, 420), (113, 721), (97, 60)])
+def test_train_pipeline_equals_the_composition_of_its_transforms(image_hw: tuple[int, int]) -> None:
+    """The pipeline chooses the crop before resizing the image (only where cropped): same bits."""
     rng = np.random.default_rng(7)
-    image = rng.integers(0, 256, (300, 420, 3), dtype=np.uint8)
-    label = rng.integers(0, 6, (300, 420), dtype=np.uint8)
-    label[:50] = 255
+    image = cv2.GaussianBlur(rng.integers(0, 256, (*image_hw, 3), dtype=np.uint8), (0, 0), 1.5)
+    label = cv2.resize(rng.integers(0, 6, (5, 5), dtype=np.uint8), image_hw[::-1], interpolation=cv2.INTER_NEAREST)
+    label[: image_hw[0] // 6] = 255
     pipeline = SegTrainPipeline(crop_size=(128, 160), scale=(512, 256))
-    for seed in range(5):
+    for seed in range(40):
         out_image, out_label = pipeline(image, label, np.random.default_rng(seed))
         manual_rng = np.random.default_rng(seed)
         img, lab = random_resize(image, label, manual_rng, (512, 256), (0.5, 2.0))

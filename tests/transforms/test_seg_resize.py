@@ -11,6 +11,8 @@ from pretrainlab.data.transforms.seg_resize import (
     random_resize,
     rescale_factor,
     rescale_size,
+    resize_image,
+    resize_image_region,
     resize_keep_ratio,
     sample_resize_scale,
 )
@@ -87,6 +89,30 @@ def test_label_keeps_only_its_values_and_image_label_sizes_agree() -> None:
     out_image, out_label = random_resize(image, label, rng, (2048, 512), (0.5, 2.0))
     assert out_image.shape[:2] == out_label.shape
     assert set(np.unique(out_label)) <= {2, 7, 255}
+
+
+@pytest.mark.parametrize(
+    ("source_hw", "size_wh"),
+    [
+        ((113, 721), (722, 113)),  # height kept: a narrow view would round to its own size and be copied
+        ((300, 420), (840, 600)),  # exactly 2x up
+        ((300, 420), (210, 150)),  # exactly 2x down (OpenCV's area shortcut)
+        ((333, 517), (1231, 793)),
+        ((512, 900), (391, 222)),
+        ((40, 30), (1024, 1365)),
+    ],
+)
+def test_resize_image_region_equals_resize_then_crop_bitwise(source_hw: tuple, size_wh: tuple) -> None:
+    rng = np.random.default_rng(sum(size_wh))
+    image = cv2.GaussianBlur(rng.integers(0, 256, (*source_hw, 3), dtype=np.uint8), (0, 0), 1.5)
+    full = resize_image(image, size_wh)
+    new_w, new_h = size_wh
+    for _ in range(60):
+        y1, x1 = int(rng.integers(0, new_h)), int(rng.integers(0, new_w))
+        y2, x2 = int(rng.integers(y1 + 1, new_h + 1)), int(rng.integers(x1 + 1, new_w + 1))
+        np.testing.assert_array_equal(resize_image_region(image, size_wh, (y1, y2, x1, x2)), full[y1:y2, x1:x2])
+    with pytest.raises(ValueError, match="outside the resized size"):
+        resize_image_region(image, size_wh, (0, new_h + 1, 0, 1))
 
 
 def test_bad_inputs_raise() -> None:

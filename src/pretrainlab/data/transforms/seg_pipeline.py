@@ -13,9 +13,12 @@ uses), every transform works in BGR (photometric's HSV conversions need to know 
 `seg_normalize.normalize` is the single place converting to RGB. Labels are (H, W) integer
 maps with 255 = ignore; they are carried as uint8 internally and returned as int64.
 
-Photometric distortion runs on the crop (as in MMSeg, where it follows the crop), and its
-trailing brightness/contrast table, if any, is folded into the normalisation tables, which
-saves a pass over the image without changing a bit of the result.
+Two shortcuts give the same bits as running the transforms one after the other (a test
+pins this): the crop box is chosen on the resized label before the image is resized, so
+only the part of the image the crop needs is resized (`seg_resize.resize_image_region`);
+and photometric distortion's trailing brightness/contrast table, if any, is folded into
+the normalisation tables, which saves a pass over the image. Photometric distortion runs on
+the crop, as in MMSeg.
 """
 
 from __future__ import annotations
@@ -26,12 +29,25 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from pretrainlab.data.transforms.photometric import photometric_distortion_deferred, sample_photometric_params
+from pretrainlab.data.transforms.photometric import (
+    photometric_distortion_deferred,
+    sample_photometric_params,
+)
 from pretrainlab.data.transforms.seg_collate import IGNORE_INDEX, pad_image
-from pretrainlab.data.transforms.seg_crop import random_crop
+from pretrainlab.data.transforms.seg_crop import choose_crop_box, crop
 from pretrainlab.data.transforms.seg_flip import random_flip
-from pretrainlab.data.transforms.seg_normalize import IMAGENET_MEAN_RGB, IMAGENET_STD_RGB, normalize
-from pretrainlab.data.transforms.seg_resize import random_resize, rescale_size, resize_image
+from pretrainlab.data.transforms.seg_normalize import (
+    IMAGENET_MEAN_RGB,
+    IMAGENET_STD_RGB,
+    normalize,
+)
+from pretrainlab.data.transforms.seg_resize import (
+    rescale_size,
+    resize_image,
+    resize_image_region,
+    resize_label,
+    sample_resize_scale,
+)
 
 
 def as_uint8_label(label: np.ndarray) -> np.ndarray:
@@ -89,8 +105,15 @@ class SegTrainPipeline:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         _check_image(image_bgr)
         label = as_uint8_label(label)
-        image, label = random_resize(image_bgr, label, rng, self.scale, self.ratio_range)
-        image, label = random_crop(image, label, rng, self.crop_size, self.cat_max_ratio, self.ignore_index)
+        height, width = label.shape
+        if image_bgr.shape[:2] != (height, width):
+            raise ValueError(f"label shape {label.shape} does not match image shape {image_bgr.shape[:2]}")
+        # random_resize then random_crop, with the same draws; the image is resized last, and only where cropped.
+        size_wh = rescale_size(width, height, sample_resize_scale(rng, self.scale, self.ratio_range))
+        if size_wh != (width, height):
+            label = resize_label(label, size_wh)
+        box = choose_crop_box(label, rng, self.crop_size, self.cat_max_ratio, self.ignore_index)
+        image, label = resize_image_region(image_bgr, size_wh, box), crop(label, box)
         image, label = random_flip(image, label, rng, self.flip_p)
         value_map = None
         if self.photometric:

@@ -12,9 +12,15 @@ MMSegmentation 1.x ADE20k / Cityscapes configs:
    `cv2.INTER_NEAREST` (mmcv's 'nearest'), both to the same new size.
 
 Images are HWC uint8 (BGR or any channel order — resize does not care), labels HW uint8.
+
+Speed: a training crop keeps a fraction of the resized image, and `resize_image_region`
+resizes only the part of the source the crop depends on, bit for bit equal to resizing all
+of it and cropping (see its docstring for why).
 """
 
 from __future__ import annotations
+
+import math
 
 import cv2
 import numpy as np
@@ -23,6 +29,15 @@ import numpy as np
 # (not the *_EXACT variants); both differ bit-wise from the exact variants.
 IMAGE_INTERPOLATION = cv2.INTER_LINEAR
 LABEL_INTERPOLATION = cv2.INTER_NEAREST
+
+# Extra destination columns resized past a region's right edge: OpenCV's vertical bilinear
+# pass finishes each row with scalar code that rounds differently from its SIMD body, so the
+# last (at most one 512-bit vector of int16, 32 values ≈ 11 BGR pixels) columns of a row
+# depend on where the row ends.
+_REGION_COLUMN_MARGIN = 32
+# Extra source pixels past the last one a region reads: bilinear reads pixels sx and sx + 1,
+# and OpenCV clamps sx + 1 at the source edge, which must not be the edge of the view.
+_REGION_SOURCE_MARGIN = 2
 
 
 def _check_pair(name: str, value: tuple[float, float]) -> None:
@@ -74,6 +89,42 @@ def resize_image(image: np.ndarray, size_wh: tuple[int, int]) -> np.ndarray:
 def resize_label(label: np.ndarray, size_wh: tuple[int, int]) -> np.ndarray:
     """Resize an (H, W) uint8 label map to `size_wh = (w, h)` with cv2 nearest."""
     return cv2.resize(label, size_wh, interpolation=LABEL_INTERPOLATION)
+
+
+def resize_image_region(
+    image: np.ndarray, size_wh: tuple[int, int], box: tuple[int, int, int, int]
+) -> np.ndarray:
+    """`resize_image(image, size_wh)[y1:y2, x1:x2]` for `box = (y1, y2, x1, x2)`, bit for bit, cheaper.
+
+    OpenCV maps destination pixel d to source coordinate (d + 0.5) · s − 0.5, with s the
+    source / destination size ratio, and computes every destination pixel from that
+    coordinate alone. Resizing a top-left view of the source with the same scale factors
+    (`fx = w' / w`, `fy = h' / h`, the very doubles `cv2.resize` derives from `size_wh`)
+    therefore gives the same pixels, as long as the view reaches `_REGION_SOURCE_MARGIN`
+    source pixels past what the box reads and `_REGION_COLUMN_MARGIN` destination columns
+    past its right edge. Only the rows and columns up to the box's bottom-right corner are
+    computed. `box` is half-open and inside the resized image (e.g. a `seg_crop.CropBox`).
+
+    Returns an (y2 − y1, x2 − x1, C) uint8 array (a view of the input when the size is unchanged).
+    """
+    height, width = image.shape[:2]
+    y1, y2, x1, x2 = box
+    new_w, new_h = size_wh
+    if not (0 <= y1 <= y2 <= new_h and 0 <= x1 <= x2 <= new_w):
+        raise ValueError(f"box {tuple(box)} (y1, y2, x1, x2) lies outside the resized size (w, h) = {size_wh}")
+    if size_wh == (width, height):
+        return image[y1:y2, x1:x2]
+    fx, fy = new_w / width, new_h / height
+    source_w = min(width, math.ceil((x2 + _REGION_COLUMN_MARGIN + 0.5) / fx) + _REGION_SOURCE_MARGIN)
+    source_h = min(height, math.ceil((y2 + 0.5) / fy) + _REGION_SOURCE_MARGIN)
+    # With dsize None, OpenCV keeps fx, fy as given and rounds the view's size times them; a
+    # view whose rounded size equals its own would be copied, not resized.
+    view_is_copied = (round(source_w * fx), round(source_h * fy)) == (source_w, source_h)
+    if (source_w, source_h) == (width, height) or view_is_copied:
+        resized = resize_image(image, size_wh)
+    else:
+        resized = cv2.resize(image[:source_h, :source_w], None, fx=fx, fy=fy, interpolation=IMAGE_INTERPOLATION)
+    return resized[y1:y2, x1:x2]
 
 
 def resize_keep_ratio(
