@@ -44,18 +44,25 @@ def validate_config(data: dict[str, Any], source: str = "<config>") -> Config:
         raise ConfigError(format_validation_error(error, data, source)) from None
 
 
-def read_yaml_with_extends(path: Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
-    path = path.resolve()
-    if path in _chain:
-        raise ConfigError(f"{path}: 'extends' cycle: {' -> '.join(str(p) for p in (*_chain, path))}")
+
+def read_yaml_mapping(path: Path, what: str) -> dict[str, Any]:
+    """The YAML mapping in `path`; a missing file, invalid YAML or a non-mapping is a ConfigError naming it."""
     if not path.is_file():
-        raise ConfigError(f"config file {path} not found")
+        raise ConfigError(f"{what} {path} not found")
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as error:
         raise ConfigError(f"{path}: invalid YAML: {error}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def read_yaml_with_extends(path: Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    path = path.resolve()
+    if path in _chain:
+        raise ConfigError(f"{path}: 'extends' cycle: {' -> '.join(str(p) for p in (*_chain, path))}")
+    data = read_yaml_mapping(path, "config file")
     parent = data.pop("extends", None)
     if parent is None:
         return data

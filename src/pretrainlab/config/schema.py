@@ -234,7 +234,18 @@ LABELLED_LOSSES = frozenset({"cross_entropy"})
 # -------------------------------------------------------------------------- methods
 
 
-class MultiCropConfig(Strict):
+class ColourJitterConfig(Strict):
+    """DINO's colour distortion (ColorJitter with p `color_jitter_p`, then grayscale), shared by view configs."""
+
+    brightness: float = Field(0.4, ge=0.0, le=1.0)
+    contrast: float = Field(0.4, ge=0.0, le=1.0)
+    saturation: float = Field(0.2, ge=0.0, le=1.0)
+    hue: float = Field(0.1, ge=0.0, le=0.5)
+    color_jitter_p: float = Field(0.8, ge=0.0, le=1.0)
+    grayscale_p: float = Field(0.2, ge=0.0, le=1.0)
+
+
+class MultiCropConfig(ColourJitterConfig):
     """DINO multi-crop views (Caron et al. 2021): arguments of `data.transforms.views.MultiCropViews`."""
 
     num_global: int = Field(2, ge=2, le=2, description="DINO uses exactly two global crops")
@@ -243,12 +254,6 @@ class MultiCropConfig(Strict):
     num_local: int = Field(4, ge=0)
     local_size: int = Field(16, ge=4)
     local_scale: tuple[float, float] = (0.05, 0.4)
-    brightness: float = Field(0.4, ge=0.0, le=1.0)
-    contrast: float = Field(0.4, ge=0.0, le=1.0)
-    saturation: float = Field(0.2, ge=0.0, le=1.0)
-    hue: float = Field(0.1, ge=0.0, le=0.5)
-    color_jitter_p: float = Field(0.8, ge=0.0, le=1.0)
-    grayscale_p: float = Field(0.2, ge=0.0, le=1.0)
     global_blur_p: tuple[float, float] = (1.0, 0.1)
     local_blur_p: float = Field(0.5, ge=0.0, le=1.0)
     solarize_p: float = Field(0.2, ge=0.0, le=1.0)
@@ -312,17 +317,11 @@ class SimCLRConfig(Strict):
     proj_out_dim: int = Field(128, ge=1)
 
 
-class SupervisedViewConfig(Strict):
+class SupervisedViewConfig(ColourJitterConfig):
     """One augmented view per image: a DINO global crop (`MultiCropViews` with one crop, no solarize)."""
 
     size: int = Field(32, ge=8)
     scale: tuple[float, float] = (0.2, 1.0)
-    brightness: float = Field(0.4, ge=0.0, le=1.0)
-    contrast: float = Field(0.4, ge=0.0, le=1.0)
-    saturation: float = Field(0.2, ge=0.0, le=1.0)
-    hue: float = Field(0.1, ge=0.0, le=0.5)
-    color_jitter_p: float = Field(0.8, ge=0.0, le=1.0)
-    grayscale_p: float = Field(0.2, ge=0.0, le=1.0)
     blur_p: float = Field(0.0, ge=0.0, le=1.0)
     flip_p: float = Field(0.5, ge=0.0, le=1.0)
 

@@ -24,13 +24,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import Field, ValidationError, field_validator
 
 from pretrainlab.config.loading import (
     ConfigError,
     apply_override,
     format_validation_error,
+    read_yaml_mapping,
     read_yaml_with_extends,
     set_dotted,
 )
@@ -95,14 +95,7 @@ def _is_plain_name(name: str) -> bool:
 
 
 def load_sweep_file(path: Path) -> SweepFile:
-    if not path.is_file():
-        raise ConfigError(f"sweep file {path} not found")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: invalid YAML: {error}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    data = read_yaml_mapping(path, "sweep file")
     try:
         return SweepFile.model_validate(data)
     except ValidationError as error:
