@@ -141,6 +141,17 @@ def test_rotation_only_when_asked() -> None:
     assert not torch.allclose(first, turned)
 
 
+def test_invert_gives_the_negative() -> None:
+    image = _image()
+    random.seed(5)
+    plain, _ = TwoViews(**NO_AUGMENT, scale=(1.0, 1.0))(image)
+    random.seed(5)
+    negative, _ = TwoViews(**NO_AUGMENT, scale=(1.0, 1.0), invert_p=1.0)(image)
+    np.testing.assert_allclose(negative.numpy(), _expected(255.0 - image.astype(np.float64)).transpose(2, 0, 1),
+                               atol=1e-5)  # fmt: skip
+    assert not torch.allclose(plain, negative)
+
+
 def test_random_resized_crop_full_scale_and_fallback() -> None:
     image = _image(16)
     np.testing.assert_array_equal(random_resized_crop(image, 16, (1.0, 1.0), ratio=(1.0, 1.0)), image)

@@ -260,6 +260,7 @@ class MultiCropConfig(ColourJitterConfig):
     flip_p: float = Field(0.5, ge=0.0, le=1.0)
     rotation_p: float = Field(0.0, ge=0.0, le=1.0, description="probability of a random rotation of each crop")
     rotation_degrees: float = Field(180.0, ge=0.0, le=180.0, description="rotation angle ~ U(-d, d)")
+    invert_p: float = Field(0.0, ge=0.0, le=1.0, description="probability of the negative image (1 - x)")
 
 
 class TwoViewConfig(Strict):
@@ -275,6 +276,7 @@ class TwoViewConfig(Strict):
     flip_p: float = Field(0.5, ge=0.0, le=1.0)
     rotation_p: float = Field(0.0, ge=0.0, le=1.0, description="probability of a random rotation of each view")
     rotation_degrees: float = Field(180.0, ge=0.0, le=180.0, description="rotation angle ~ U(-d, d)")
+    invert_p: float = Field(0.0, ge=0.0, le=1.0, description="probability of the negative image (1 - x)")
 
 
 class DINOHeadConfig(Strict):

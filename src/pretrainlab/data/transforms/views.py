@@ -160,18 +160,19 @@ class _Normalize:
 
 
 class _Photometric:
-    """Flip, rotation, colour jitter, grayscale, blur and solarize on one crop — shared by both view generators."""
+    """Flip, rotation, colour jitter, grayscale, blur, solarize and inversion on one crop — shared by both view
+    generators."""
 
     def __init__(self, brightness: float, contrast: float, saturation: float, hue: float, color_jitter_p: float,
                  grayscale_p: float, flip_p: float, blur_sigma: tuple[float, float],
-                 rotation_p: float = 0.0, rotation_degrees: float = 180.0) -> None:  # fmt: skip
+                 rotation_p: float = 0.0, rotation_degrees: float = 180.0, invert_p: float = 0.0) -> None:  # fmt: skip
         for name, strength in (("brightness", brightness), ("contrast", contrast), ("saturation", saturation)):
             if not 0.0 <= strength <= 1.0:
                 raise ValueError(f"{name}={strength} is not valid; expected a jitter strength in [0, 1]")
         if not 0.0 <= hue <= 0.5:
             raise ValueError(f"hue={hue} is not valid; expected a hue jitter in [0, 0.5]")
         for name, probability in (("color_jitter_p", color_jitter_p), ("grayscale_p", grayscale_p), ("flip_p", flip_p),
-                                  ("rotation_p", rotation_p)):  # fmt: skip
+                                  ("rotation_p", rotation_p), ("invert_p", invert_p)):  # fmt: skip
             _check_probability(name, probability)
         _check_range("rotation_degrees", (0.0, rotation_degrees), 0.0, 180.0)
         _check_range("blur_sigma", blur_sigma, 0.0, math.inf)
@@ -179,6 +180,7 @@ class _Photometric:
         self.color_jitter_p, self.grayscale_p, self.flip_p = color_jitter_p, grayscale_p, flip_p
         self.blur_sigma = blur_sigma
         self.rotation_p, self.rotation_degrees = rotation_p, rotation_degrees
+        self.invert_p = invert_p
 
     def __call__(self, crop: np.ndarray, blur_p: float, solarize_p: float) -> np.ndarray:
         """(S, S, 3) uint8 -> (S, S, 3) float32 in [0, 1]."""
@@ -195,6 +197,8 @@ class _Photometric:
             image = gaussian_blur(image, self.blur_sigma)
         if random.random() < solarize_p:
             image = solarize(image)
+        if random.random() < self.invert_p:
+            image = 1.0 - image  # negative: dark-on-light becomes light-on-dark
         return image
 
 
@@ -230,6 +234,7 @@ class MultiCropViews:
         flip_p: float = 0.5,
         rotation_p: float = 0.0,
         rotation_degrees: float = 180.0,
+        invert_p: float = 0.0,
         mean: tuple[float, float, float] = IMAGENET_MEAN,
         std: tuple[float, float, float] = IMAGENET_STD,
     ) -> None:
@@ -247,7 +252,7 @@ class MultiCropViews:
         self.global_blur_p, self.local_blur_p, self.solarize_p = global_blur_p, local_blur_p, solarize_p
         self.photometric = _Photometric(
             brightness, contrast, saturation, hue, color_jitter_p, grayscale_p, flip_p, blur_sigma, rotation_p,
-            rotation_degrees,
+            rotation_degrees, invert_p,
         )
         self.normalize = _Normalize(mean, std)
 
@@ -290,6 +295,7 @@ class TwoViews:
         flip_p: float = 0.5,
         rotation_p: float = 0.0,
         rotation_degrees: float = 180.0,
+        invert_p: float = 0.0,
         hue: float | None = None,
         mean: tuple[float, float, float] = IMAGENET_MEAN,
         std: tuple[float, float, float] = IMAGENET_STD,
@@ -303,7 +309,7 @@ class TwoViews:
         strength = 0.8 * color_strength
         hue = 0.2 * color_strength if hue is None else hue
         self.photometric = _Photometric(strength, strength, strength, hue, color_jitter_p, grayscale_p,
-                                        flip_p, blur_sigma, rotation_p, rotation_degrees)  # fmt: skip
+                                        flip_p, blur_sigma, rotation_p, rotation_degrees, invert_p)  # fmt: skip
         self.normalize = _Normalize(mean, std)
 
     def __call__(self, image: np.ndarray) -> tuple[Tensor, Tensor]:
