@@ -26,15 +26,26 @@ every name in it is a placeholder that raises if used (none is used here). Passe
 between the two sides so load from other jobs hits both alike; each side's best pass is
 reported by wall clock and by process CPU time (less disturbed on a shared machine).
 
+`--allocator tuned` (the default) gives both sides the glibc allocator setting that
+pretrainlab's training engine applies in its training process (`keep_freed_memory`: mmap and
+trim thresholds raised, so freed arrays stay in the heap instead of being unmapped and
+page-faulted back in): `mallopt` in this process, and the same values as
+`MALLOC_MMAP_THRESHOLD_` / `MALLOC_TRIM_THRESHOLD_` in the MMSeg subprocess's environment.
+`--allocator default` keeps glibc's defaults on both sides (those two variables are removed
+from the subprocess's environment).
+
     PYTHONPATH=src python benchmarks/seg_pipeline.py [--num-images 48] [--mmseg-python PATH]
+        [--allocator tuned|default]
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import inspect
 import json
 import logging
+import os
 import subprocess
 import tempfile
 import textwrap
@@ -54,6 +65,7 @@ from pretrainlab.data.transforms.seg_crop import random_crop
 from pretrainlab.data.transforms.seg_flip import random_flip
 from pretrainlab.data.transforms.seg_pipeline import SegTrainPipeline
 from pretrainlab.data.transforms.seg_resize import random_resize
+from pretrainlab.engine.malloc import keep_freed_memory
 from pretrainlab.eval.metrics import SegmentationMetric
 
 log = logging.getLogger("seg_pipeline_bench")
@@ -64,6 +76,40 @@ IOU_HW = (512, 683)
 CROP = (512, 512)
 BATCH = 8
 TASKS = ("transforms", "batches", "iou")
+ALLOCATOR_ENV = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
+
+
+def tuned_thresholds() -> dict[str, int]:
+    """The engine's `keep_freed_memory` defaults, keyed by the glibc variable setting the same value."""
+    parameters = inspect.signature(keep_freed_memory).parameters
+    return {
+        "MALLOC_MMAP_THRESHOLD_": parameters["mmap_threshold"].default,
+        "MALLOC_TRIM_THRESHOLD_": parameters["trim_threshold"].default,
+    }
+
+
+def apply_allocator(setting: str) -> dict[str, str]:
+    """Apply `setting` in this process; return the environment for the MMSeg subprocess."""
+    env = {key: value for key, value in os.environ.items() if key not in ALLOCATOR_ENV}
+    inherited = {key: os.environ[key] for key in ALLOCATOR_ENV if key in os.environ}
+    if setting == "default":
+        if inherited or "GLIBC_TUNABLES" in os.environ:
+            log.warning(
+                "allocator: glibc variables set in this environment apply to this process: %s",
+                inherited or os.environ["GLIBC_TUNABLES"],
+            )
+        log.info("allocator: glibc defaults on both sides (%s removed for MMSeg)", " / ".join(ALLOCATOR_ENV))
+        return env
+    thresholds = tuned_thresholds()
+    applied = keep_freed_memory(thresholds["MALLOC_MMAP_THRESHOLD_"], thresholds["MALLOC_TRIM_THRESHOLD_"])
+    env.update({key: str(value) for key, value in thresholds.items()})
+    log.info(
+        "allocator: tuned on both sides -- ours: keep_freed_memory() (mallopt %s), MMSeg: %s",
+        "applied" if applied else "NOT applied",
+        " ".join(f"{key}={value}" for key, value in thresholds.items()),
+    )
+    return env
+
 
 MMSEG_DRIVER = textwrap.dedent(
     """
@@ -244,7 +290,12 @@ class MMSegDriver:
     """MMSeg's transforms, preprocessor and IoUMetric in another interpreter, one timed pass per request."""
 
     def __init__(
-        self, python: Path, pairs: list[tuple[Path, Path]], args: argparse.Namespace, check_file: Path
+        self,
+        python: Path,
+        pairs: list[tuple[Path, Path]],
+        args: argparse.Namespace,
+        check_file: Path,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.errors = tempfile.TemporaryFile(mode="w+")  # the driver's stderr, shown if it fails
         payload = dict(
@@ -263,6 +314,7 @@ class MMSegDriver:
             stdout=subprocess.PIPE,
             stderr=self.errors,
             text=True,
+            env=env,
         )
         self.version = self._read()["version"]
 
@@ -291,14 +343,18 @@ class MMSegDriver:
 
 
 def start_mmseg(
-    python: Path | None, pairs: list[tuple[Path, Path]], args: argparse.Namespace, check_file: Path
+    python: Path | None,
+    pairs: list[tuple[Path, Path]],
+    args: argparse.Namespace,
+    check_file: Path,
+    env: dict[str, str] | None = None,
 ) -> MMSegDriver | None:
     """Start the MMSeg driver; None (with the reason logged) when it cannot be started or imported."""
     if python is None:
         log.info("no MMSegmentation interpreter (pass --mmseg-python or create %s)", DEFAULT_MMSEG_PYTHON)
         return None
     try:
-        return MMSegDriver(python, pairs, args, check_file)
+        return MMSegDriver(python, pairs, args, check_file, env)
     except (OSError, RuntimeError) as error:
         log.warning("MMSegmentation could not be imported or run with %s:\n%s", python, error)
         return None
@@ -356,8 +412,16 @@ def main() -> None:
     parser.add_argument("--iou-images", type=int, default=30)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--mmseg-python", type=Path, default=None, help=f"default: {DEFAULT_MMSEG_PYTHON} if it exists")
+    parser.add_argument(
+        "--allocator",
+        choices=("tuned", "default"),
+        default="tuned",
+        help="glibc allocator on both sides: 'tuned' = the training engine's keep_freed_memory thresholds "
+        "(mallopt here, MALLOC_MMAP_THRESHOLD_ / MALLOC_TRIM_THRESHOLD_ for MMSeg); 'default' = glibc's defaults",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    mmseg_env = apply_allocator(args.allocator)
     cv2.setNumThreads(1)
     torch.set_num_threads(1)
 
@@ -368,7 +432,7 @@ def main() -> None:
         pairs = write_synthetic_pairs(Path(tmp), args.num_images, args.seed)
         passes = our_passes(pairs, args.iou_images, args.seed)
         check_file = Path(tmp) / "mmseg_outputs.npz"
-        mmseg = start_mmseg(mmseg_python, pairs, args, check_file)
+        mmseg = start_mmseg(mmseg_python, pairs, args, check_file, mmseg_env)
         identical = None
         if mmseg is not None:
             theirs = {task: Timings() for task in TASKS}
@@ -383,6 +447,7 @@ def main() -> None:
             mmseg.close()
 
     version = mmseg.version if mmseg is not None else ""
+    log.info("allocator setting (both sides): %s", args.allocator)
     if identical is not None:
         log.info("same random draws -> %d / %d augmented images and labels bit-identical to MMSeg", identical, len(pairs))
     titles = dict(
