@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 
 from pretrainlab.config.loading import ConfigError, load_config
+from pretrainlab.engine.malloc import keep_freed_memory
 
 log = logging.getLogger("pretrainlab")
 
@@ -31,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     warnings.filterwarnings("ignore", ".*LeafSpec.*")
+    keep_freed_memory()  # every verb allocates large arrays per step or image (see engine/malloc.py)
     try:
         return args.handler(args)
     except (ConfigError, FileExistsError, FileNotFoundError, ValueError) as error:

@@ -83,7 +83,9 @@ def test_analyze_config_measures_the_evaluated_network_backbone_neck_heads(tmp_p
     overrides = tiny_run_overrides(tmp_path / "data", tmp_path / "runs")
     config = load_config(REPO / "configs" / "dino_small.yaml", [*overrides, "neck.name=dappm"])
     rows = {row.name: row for row in analyze_config(config, max_depth=4)}
-    assert rows[TOTAL].params.trainable == rows["student"].params.total  # the EMA teacher is frozen
+    assert rows[TOTAL].params.trainable == rows["student"].params.trainable  # the EMA teacher is frozen
+    frozen_in_student = rows["student"].params.total - rows["student"].params.trainable
+    assert frozen_in_student == config.method.head.out_dim  # norm_last_layer: the (K, 1) magnitude is fixed
     assert rows["teacher"].params.trainable == 0
     assert rows["teacher"].flops_per_image == rows[TOTAL].flops_per_image > 0
     parts = [rows[f"teacher.{part}"].flops_per_image for part in ("backbone", "neck", "heads")]
