@@ -131,7 +131,10 @@ class LightlyStep:
     def __init__(self, views: list[Tensor], ours: DINO, *, use_fused_adamw: bool) -> None:
         from lightly.loss import DINOLoss, KoLeoLoss
         from lightly.models.modules import DINOProjectionHead
-        from lightly.models.utils import deactivate_requires_grad, get_weight_decay_parameters
+        from lightly.models.utils import (
+            deactivate_requires_grad,
+            get_weight_decay_parameters,
+        )
 
         embed_dim = ours.student.backbone.embed_dim
         self.student_backbone = timm.create_model(

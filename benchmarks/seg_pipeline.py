@@ -58,7 +58,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pretrainlab.data.formats.segmentation_datasets import read_image_bgr, read_label, reduce_zero_label
+from pretrainlab.data.formats.segmentation_datasets import (
+    read_image_bgr,
+    read_label,
+    reduce_zero_label,
+)
 from pretrainlab.data.transforms.photometric import random_photometric_distortion
 from pretrainlab.data.transforms.seg_collate import collate_segmentation
 from pretrainlab.data.transforms.seg_crop import random_crop

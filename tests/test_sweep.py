@@ -8,8 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
 from conftest import TINY_SYNTHETIC, _yaml_inline, tiny_run_overrides
+
 from pretrainlab import sweep as sweep_module
 from pretrainlab.cli import main
 from pretrainlab.config import ConfigError

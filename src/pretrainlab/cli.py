@@ -176,7 +176,10 @@ def cmd_evaluate_linear(args: argparse.Namespace) -> int:
 def cmd_evaluate_seg(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.overrides)
     from pretrainlab.data.loaders import ensure_dataset
-    from pretrainlab.eval.segmentation_run import evaluate_segmentation, load_seg_backbone
+    from pretrainlab.eval.segmentation_run import (
+        evaluate_segmentation,
+        load_seg_backbone,
+    )
 
     ensure_dataset(config)
     name, backbone = load_seg_backbone(args.backbone_from, config)
@@ -226,7 +229,11 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_analyze_params(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.overrides)
-    from pretrainlab.analysis.params import analyze_config, params_rich_table, write_params_table
+    from pretrainlab.analysis.params import (
+        analyze_config,
+        params_rich_table,
+        write_params_table,
+    )
 
     rows = analyze_config(config, max_depth=args.depth, image_size=args.image_size)
     size = args.image_size or config.data.image_size

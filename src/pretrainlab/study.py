@@ -15,14 +15,22 @@ from torch.utils.data import DataLoader, Subset
 from pretrainlab.analysis.embeddings import plot_tsne_panels
 from pretrainlab.analysis.params import encoder_num_params
 from pretrainlab.config.schema import Config
-from pretrainlab.eval.knn import extract_features
-from pretrainlab.models.backbones.base import Backbone
 from pretrainlab.data.loaders import build_eval_loaders, ensure_dataset
-from pretrainlab.engine.run import checkpoint_path, load_pretrained_method, pretrain, random_init_method
+from pretrainlab.engine.run import (
+    checkpoint_path,
+    load_pretrained_method,
+    pretrain,
+    random_init_method,
+)
+from pretrainlab.eval.knn import extract_features
 from pretrainlab.eval.knn_eval import evaluate_knn, write_json
 from pretrainlab.eval.linear_probe import evaluate_linear
-from pretrainlab.eval.segmentation_report import seg_report_section, write_report_section
+from pretrainlab.eval.segmentation_report import (
+    seg_report_section,
+    write_report_section,
+)
 from pretrainlab.eval.segmentation_run import PLOT_NAME, evaluate_segmentation
+from pretrainlab.models.backbones.base import Backbone
 from pretrainlab.report.run_report import write_run_report
 
 log = logging.getLogger(__name__)

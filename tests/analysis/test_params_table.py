@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import tiny_run_overrides
 from torch import nn
 
-from conftest import tiny_run_overrides
 from pretrainlab.analysis.params import (
     TOTAL,
     analyze_config,

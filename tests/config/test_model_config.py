@@ -7,7 +7,13 @@ from pathlib import Path
 import pytest
 
 from pretrainlab.config import ConfigError, load_config
-from pretrainlab.config.schema import DAPPMConfig, DINOConfig, KoLeoLossConfig, MultiTaskHeadConfig, SupervisedConfig
+from pretrainlab.config.schema import (
+    DAPPMConfig,
+    DINOConfig,
+    KoLeoLossConfig,
+    MultiTaskHeadConfig,
+    SupervisedConfig,
+)
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 

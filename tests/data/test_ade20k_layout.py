@@ -9,7 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pretrainlab.data.formats.ade20k_layout import ADE20kLayoutDataset, reduce_zero_label
+from pretrainlab.data.formats.ade20k_layout import (
+    ADE20kLayoutDataset,
+    reduce_zero_label,
+)
 
 LABEL = np.array([[0, 1, 2], [3, 150, 255]], dtype=np.uint8)
 

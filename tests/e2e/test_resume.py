@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import REPO_ROOT, tiny_run_overrides
+
 from pretrainlab.config import load_config
 from pretrainlab.engine.run import checkpoint_path, pretrain
 

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-
 from conftest import tiny_run_overrides
+
 from pretrainlab.cli import main
 
 

@@ -6,7 +6,12 @@ import pytest
 import torch
 from torch import nn
 
-from pretrainlab.engine.freeze import is_frozen, matches, set_trainable, set_trainable_for_mode
+from pretrainlab.engine.freeze import (
+    is_frozen,
+    matches,
+    set_trainable,
+    set_trainable_for_mode,
+)
 from pretrainlab.eval.segmentation_model import Segmentor
 from pretrainlab.models.backbones import TimmBackbone
 from pretrainlab.models.heads.seg_linear import SegLinearHead

@@ -4,7 +4,11 @@ import torch
 from torch import nn
 
 from pretrainlab.config.schema import OptimConfig
-from pretrainlab.engine.optim import build_optimizer, clip_gradients_per_parameter, param_groups
+from pretrainlab.engine.optim import (
+    build_optimizer,
+    clip_gradients_per_parameter,
+    param_groups,
+)
 
 
 class Toy(nn.Module):

@@ -8,7 +8,11 @@ from torch import nn
 
 from pretrainlab.config.schema import OptimConfig
 from pretrainlab.engine.freeze import set_trainable_for_mode
-from pretrainlab.engine.optim import build_optimizer, param_groups, set_lr_and_weight_decay
+from pretrainlab.engine.optim import (
+    build_optimizer,
+    param_groups,
+    set_lr_and_weight_decay,
+)
 
 
 class Net(nn.Module):

@@ -7,12 +7,17 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import TINY_SYNTHETIC
+
 from pretrainlab.cli import main
 from pretrainlab.config.loading import load_config
 from pretrainlab.config.schema import Config
-from pretrainlab.eval.segmentation import build_segmentor, cache_backbone_maps, evaluate_segmentor, finetune
+from pretrainlab.eval.segmentation import (
+    build_segmentor,
+    cache_backbone_maps,
+    evaluate_segmentor,
+    finetune,
+)
 from pretrainlab.eval.segmentation_data import build_seg_datasets
 from pretrainlab.eval.segmentation_report import SECTION_TITLE, write_report_section
 from pretrainlab.models.backbones import build_backbone

@@ -8,7 +8,12 @@ import torch
 import torch.nn.functional as F
 from conftest import load_reference
 
-from pretrainlab.eval.slide import resize_logits_to, slide_inference, slide_windows, whole_inference
+from pretrainlab.eval.slide import (
+    resize_logits_to,
+    slide_inference,
+    slide_windows,
+    whole_inference,
+)
 
 
 @pytest.mark.reference

@@ -136,7 +136,7 @@ def test_broken_and_missing_files_are_skipped_and_counted(tmp_path: Path) -> Non
 
 def test_subsets_are_deterministic(tmp_path: Path) -> None:
     make_ade(tmp_path, num=10)
-    names = lambda d: [p.stem for p, _ in d.pairs]  # noqa: E731
+    names = lambda d: [p.stem for p, _ in d.pairs]
     every = SegmentationDataset(tmp_path, "ade20k", "train", subset=SegmentationSubset(every=4))
     assert names(every) == ["ADE_0000", "ADE_0004", "ADE_0008"]
     quarter = SegmentationDataset(tmp_path, "ade20k", "train", subset=SegmentationSubset(fraction=0.25))

@@ -7,7 +7,10 @@ import math
 import pytest
 import torch
 
-from pretrainlab.losses.cross_entropy import classification_cross_entropy, segmentation_cross_entropy
+from pretrainlab.losses.cross_entropy import (
+    classification_cross_entropy,
+    segmentation_cross_entropy,
+)
 
 
 def _segmentation_example() -> tuple[torch.Tensor, torch.Tensor]:

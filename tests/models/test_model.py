@@ -22,7 +22,14 @@ from pretrainlab.losses.on_taps import TapLoss, koleo_on_tap, tap_losses
 from pretrainlab.models.backbones.base import global_average
 from pretrainlab.models.backbones.sebnet import SEBNet
 from pretrainlab.models.backbones.timm_backbone import TimmBackbone
-from pretrainlab.models.heads import HEADS, ClsHead, LinearHead, MultiTaskHead, build_head, resolve_num_classes
+from pretrainlab.models.heads import (
+    HEADS,
+    ClsHead,
+    LinearHead,
+    MultiTaskHead,
+    build_head,
+    resolve_num_classes,
+)
 from pretrainlab.models.model import Model, head_input_dim
 from pretrainlab.models.necks import NECKS, build_neck
 from pretrainlab.models.necks.ppm import DAPPM, PAPPM

@@ -7,10 +7,10 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from sklearn.manifold import TSNE  # noqa: E402
-from torch import Tensor  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from sklearn.manifold import TSNE
+from torch import Tensor
 
 
 def tsne_2d(features: Tensor, seed: int = 0) -> np.ndarray:

@@ -14,7 +14,7 @@ class LARS(torch.optim.Optimizer):
         super().__init__(params, dict(lr=lr, momentum=momentum, eta=eta, weight_decay=0.0))
 
     @torch.no_grad()
-    def step(self, closure=None):  # noqa: ANN001 - the torch.optim signature
+    def step(self, closure=None):
         loss = closure() if closure is not None else None
         for group in self.param_groups:
             for param in group["params"]:

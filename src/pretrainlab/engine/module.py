@@ -17,7 +17,11 @@ import torch
 from torch import Tensor
 
 from pretrainlab.config.schema import OptimConfig
-from pretrainlab.engine.optim import build_optimizer, clip_gradients_per_parameter, set_lr_and_weight_decay
+from pretrainlab.engine.optim import (
+    build_optimizer,
+    clip_gradients_per_parameter,
+    set_lr_and_weight_decay,
+)
 from pretrainlab.engine.schedules import Schedules
 from pretrainlab.methods.base import Method
 

@@ -21,7 +21,11 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from pretrainlab.config.loading import ConfigError, dump_config, validate_config
 from pretrainlab.config.schema import Config
-from pretrainlab.data.loaders import build_eval_loaders, build_pretrain_loader, ensure_dataset
+from pretrainlab.data.loaders import (
+    build_eval_loaders,
+    build_pretrain_loader,
+    ensure_dataset,
+)
 from pretrainlab.engine.checkpointing import AtomicCheckpointIO, LastCheckpoint
 from pretrainlab.engine.jsonl_logger import JsonlLogger
 from pretrainlab.engine.malloc import keep_freed_memory

@@ -32,7 +32,11 @@ from torch.utils.data import DataLoader
 
 from pretrainlab.config.schema import Config, OptimConfig, SegFinetuneConfig
 from pretrainlab.data.formats.segmentation_datasets import SegmentationDataset
-from pretrainlab.data.transforms.seg_collate import IGNORE_INDEX, collate_segmentation, pad_batch
+from pretrainlab.data.transforms.seg_collate import (
+    IGNORE_INDEX,
+    collate_segmentation,
+    pad_batch,
+)
 from pretrainlab.engine.freeze import TrainableSet, is_frozen, set_trainable_for_mode
 from pretrainlab.engine.optim import build_optimizer, set_lr_and_weight_decay
 from pretrainlab.engine.schedules import poly_schedule

@@ -22,7 +22,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pretrainlab.distributed import all_gather_no_grad, all_gather_with_grad, is_distributed, rank
+from pretrainlab.distributed import (
+    all_gather_no_grad,
+    all_gather_with_grad,
+    is_distributed,
+    rank,
+)
 
 
 def _check_inputs(z_a: Tensor, z_b: Tensor, temperature: float, labels: Tensor | None) -> None:

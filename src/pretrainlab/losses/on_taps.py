@@ -17,7 +17,11 @@ from functools import partial
 
 from torch import Tensor
 
-from pretrainlab.config.schema import CrossEntropyLossConfig, KoLeoLossConfig, TapLossConfig
+from pretrainlab.config.schema import (
+    CrossEntropyLossConfig,
+    KoLeoLossConfig,
+    TapLossConfig,
+)
 from pretrainlab.losses.cross_entropy import classification_cross_entropy
 from pretrainlab.losses.koleo import koleo_per_crop
 

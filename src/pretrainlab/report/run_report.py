@@ -9,9 +9,9 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from pretrainlab.engine.jsonl_logger import read_metrics  # noqa: E402
+from pretrainlab.engine.jsonl_logger import read_metrics
 
 
 def plot_loss(metrics: list[dict[str, Any]], path: Path) -> None:

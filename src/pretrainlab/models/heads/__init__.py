@@ -10,7 +10,12 @@ from collections.abc import Callable
 
 from torch import nn
 
-from pretrainlab.config.schema import ClsHeadConfig, DINOHeadConfig, LinearHeadConfig, MultiTaskHeadConfig
+from pretrainlab.config.schema import (
+    ClsHeadConfig,
+    DINOHeadConfig,
+    LinearHeadConfig,
+    MultiTaskHeadConfig,
+)
 from pretrainlab.models.heads.cls import ClsHead
 from pretrainlab.models.heads.dino import DINOHead
 from pretrainlab.models.heads.linear import LinearHead
