@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,39 +31,55 @@ from pretrainlab.eval.segmentation_report import (
     write_report_section,
 )
 from pretrainlab.eval.segmentation_run import PLOT_NAME, evaluate_segmentation
+from pretrainlab.methods.base import Method
 from pretrainlab.models.backbones.base import Backbone
 from pretrainlab.report.run_report import write_run_report
 
 log = logging.getLogger(__name__)
 
 
-def load_eval_backbones(
-    run_dir: Path, *, random_init: bool
-) -> tuple[Config, dict[str, Backbone], DataLoader, DataLoader]:
-    """A run's config, its `pretrained` (and `random_init`) eval backbones, and the train / val eval loaders."""
+@dataclass
+class RunForEval:
+    """What every post-training evaluation of a run needs, loaded once: the config, the pretrained
+    method (from `last.ckpt`) and its random-init copy, and the classification eval loaders."""
+
+    config: Config
+    methods: dict[str, Method]  # "pretrained" and, if asked for, "random_init"
+    train_loader: DataLoader
+    val_loader: DataLoader
+
+    @property
+    def backbones(self) -> dict[str, Backbone]:
+        return {name: method.eval_backbone() for name, method in self.methods.items()}
+
+
+def load_run_for_eval(run_dir: Path, *, random_init: bool) -> RunForEval:
     config, method, _ = load_pretrained_method(run_dir)
     ensure_dataset(config)
     train_loader, val_loader = build_eval_loaders(config)
-    backbones = {"pretrained": method.eval_backbone()}
+    methods = {"pretrained": method}
     if random_init:
-        backbones["random_init"] = random_init_method(config).eval_backbone()
-    return config, backbones, train_loader, val_loader
+        methods["random_init"] = random_init_method(config)
+    return RunForEval(config, methods, train_loader, val_loader)
 
 
-def evaluate_knn_run(run_dir: Path, *, random_init: bool = True) -> dict[str, dict[str, Any]]:
-    """Final kNN of a run's pretrained backbone (and its random-init copy) -> eval/knn.json."""
-    config, backbones, train_loader, val_loader = load_eval_backbones(run_dir, random_init=random_init)
-    results = {name: evaluate_knn(bb, train_loader, val_loader, config.eval.knn) for name, bb in backbones.items()}
+def evaluate_knn_run(run_dir: Path, *, random_init: bool = True, run: RunForEval | None = None) -> dict[str, Any]:
+    """Final kNN of a run's pretrained backbone (and its random-init copy) -> eval/knn.json, plots/tsne.png."""
+    run = run or load_run_for_eval(run_dir, random_init=random_init)
+    backbones = run.backbones
+    knn_config = run.config.eval.knn
+    results = {name: evaluate_knn(bb, run.train_loader, run.val_loader, knn_config) for name, bb in backbones.items()}
     write_json(run_dir / "eval" / "knn.json", results)
-    plot_embeddings(backbones, val_loader, run_dir / "plots" / "tsne.png")
+    plot_embeddings(backbones, run.val_loader, run_dir / "plots" / "tsne.png")
     return results
 
 
-def evaluate_linear_run(run_dir: Path, *, random_init: bool = True) -> dict[str, dict[str, Any]]:
+def evaluate_linear_run(run_dir: Path, *, random_init: bool = True, run: RunForEval | None = None) -> dict[str, Any]:
     """Linear probe of a run's pretrained backbone (and its random-init copy) -> eval/linear.json."""
-    config, backbones, train_loader, val_loader = load_eval_backbones(run_dir, random_init=random_init)
+    run = run or load_run_for_eval(run_dir, random_init=random_init)
+    linear_config = run.config.eval.linear
     results = {
-        name: evaluate_linear(bb, train_loader, val_loader, config.eval.linear) for name, bb in backbones.items()
+        name: evaluate_linear(bb, run.train_loader, run.val_loader, linear_config) for name, bb in run.backbones.items()
     }
     write_json(run_dir / "eval" / "linear.json", results)
     return results
@@ -81,13 +98,11 @@ def plot_embeddings(backbones: dict[str, Backbone], val_loader: DataLoader, path
     plot_tsne_panels(panels, list(dataset.classes), path)
 
 
-def evaluate_seg_run(run_dir: Path) -> dict[str, dict[str, Any]]:
+def evaluate_seg_run(run_dir: Path, run: RunForEval) -> dict[str, dict[str, Any]]:
     """Segmentation finetuning (`eval.seg`) of a run's pretrained backbone and its random-init copy
     -> eval/seg.json, eval/seg_random_init.json, plots/seg_examples.png."""
-    config, method, _ = load_pretrained_method(run_dir)
-    backbones = {"pretrained": method.eval_backbone(), "random_init": random_init_method(config).eval_backbone()}
     sources = {"pretrained": str(checkpoint_path(run_dir)), "random_init": "random"}
-    return evaluate_segmentation(config, backbones, sources, run_dir)
+    return evaluate_segmentation(run.config, run.backbones, sources, run_dir)
 
 
 def run_study(config: Config) -> dict[str, Any]:
@@ -100,23 +115,24 @@ def run_study(config: Config) -> dict[str, Any]:
     ensure_dataset(config)
     pretrain(config, resume=True)
     pretrain_s = time.perf_counter() - started
-    knn = evaluate_knn_run(run_dir, random_init=True)
+    run = load_run_for_eval(run_dir, random_init=True)
+    knn = evaluate_knn_run(run_dir, run=run)
     summary = {
         "knn_top1": {name: scores["top1"] for name, scores in knn.items()},
         "knn_per_k": {name: scores["per_k"] for name, scores in knn.items()},
         "method": config.method.name,
         "backbone": getattr(config.backbone, "arch", config.backbone.name),
         "epochs": config.engine.max_epochs,
-        "num_params": encoder_num_params(random_init_method(config)),
+        "num_params": encoder_num_params(run.methods["pretrained"]),
         "pretrain_s": pretrain_s,
     }
     if config.eval.linear.enabled:
-        linear = evaluate_linear_run(run_dir, random_init=True)
+        linear = evaluate_linear_run(run_dir, run=run)
         summary["linear_top1"] = {name: scores["top1"] for name, scores in linear.items()}
     seg = None
     if config.eval.seg.enabled:
         seg_started = time.perf_counter()
-        seg = evaluate_seg_run(run_dir)
+        seg = evaluate_seg_run(run_dir, run)
         summary["seg_miou"] = {name: result["summary"]["mIoU"] for name, result in seg.items()}
         summary["seg_s"] = time.perf_counter() - seg_started
     summary["wall_time_s"] = time.perf_counter() - started
