@@ -10,6 +10,7 @@ import torch
 
 from pretrainlab.models.backbones.base import Backbone, global_average
 from pretrainlab.models.backbones.sebnet import SEBNet
+from pretrainlab.models.layers.residual import BasicBlock, Bottleneck
 
 LOGGER = logging.getLogger(__name__)
 
@@ -76,7 +77,7 @@ def test_pooled_is_global_average_of_high_and_context_maps() -> None:
 
 
 def test_every_parameter_gets_a_gradient() -> None:
-    model = SEBNet("s").train()
+    model = SEBNet("s", zero_init_residual=False).train()  # a zero gate would hide whether a branch is wired
     features = model(torch.randn(2, 3, 64, 64))
     # random projections: a plain sum would give zero gradients through BatchNorm
     loss = sum((m * torch.randn_like(m)).sum() for m in features.maps)
@@ -88,7 +89,7 @@ def test_every_parameter_gets_a_gradient() -> None:
 
 
 def test_pooled_alone_reaches_every_parameter() -> None:
-    model = SEBNet("s").train()
+    model = SEBNet("s", zero_init_residual=False).train()
     pooled = model(torch.randn(2, 3, 64, 64)).pooled
     (pooled * torch.randn_like(pooled)).sum().backward()
     assert [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0] == []
@@ -134,3 +135,20 @@ def test_bilateral_fusion_connects_both_branches() -> None:
         model.fuse3.down[0].conv.weight.zero_()
     cut_both = _outputs(model, images)
     assert not torch.allclose(cut_low_to_high[1], cut_both[1])
+
+
+def test_zero_init_residual_starts_every_block_as_its_shortcut() -> None:
+    model = SEBNet("s").train()
+    blocks = [m for m in model.modules() if isinstance(m, BasicBlock | Bottleneck)]
+    assert len(blocks) == 2 + 2 + 3 + 3 + 3 + 3 + 2 + 1  # stage1, stage2, low3/high3, low4/high4, contexts
+    x = torch.randn(2, 32, 8, 8)  # stage1 keeps p = 32 channels
+    block = model.stage1[1]  # identity shortcut: the block is ReLU(x) at init
+    torch.testing.assert_close(block(x), torch.relu(x))
+    pooled = model(torch.randn(2, 3, 64, 64)).pooled
+    (pooled * torch.randn_like(pooled)).sum().backward()
+    assert all(block.last_bn.weight.grad.abs().sum() > 0 for block in blocks)  # the gates open after one step
+
+
+def test_plain_init_keeps_residual_branches_open() -> None:
+    model = SEBNet("s", zero_init_residual=False)
+    assert all(m.last_bn.weight.eq(1).all() for m in model.modules() if isinstance(m, BasicBlock | Bottleneck))

@@ -101,6 +101,7 @@ class SEBNetConfig(Strict):
     name: Literal["sebnet"] = "sebnet"
     size: Literal["s", "m", "l"] = "s"
     in_chans: int = Field(3, ge=1)
+    zero_init_residual: bool = Field(True, description="each residual block starts as its shortcut")
     checkpoint: Path | None = None
 
 

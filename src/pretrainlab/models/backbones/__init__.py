@@ -29,7 +29,7 @@ def build_timm(config: TimmBackboneConfig) -> Backbone:
 
 @BACKBONES.register("sebnet")
 def build_sebnet(config: SEBNetConfig) -> Backbone:
-    backbone = SEBNet(config.size, in_chans=config.in_chans)
+    backbone = SEBNet(config.size, in_chans=config.in_chans, zero_init_residual=config.zero_init_residual)
     if config.checkpoint is not None:
         from pretrainlab.models.checkpoint import load_backbone_checkpoint
 

@@ -114,9 +114,16 @@ class SEBNet(Backbone):
     Args:
         size: 's', 'm' or 'l' (see `SEBNET_SIZES`).
         in_chans: number of input channels (1, 3 or 4 are typical).
+        zero_init_residual: start the last BN of every residual branch at γ = 0, so each block
+            begins as its shortcut (Goyal et al. 2017; timm's `zero_init_last`). With DDRNet's
+            plain init (False) the ~30 stacked blocks of a random SEBNet-s give pooled features
+            that barely tell two crops of one image from crops of others, and DINO has no
+            signal to bootstrap from (README, "W1").
     """
 
-    def __init__(self, size: Literal["s", "m", "l"] = "s", in_chans: int = 3) -> None:
+    def __init__(
+        self, size: Literal["s", "m", "l"] = "s", in_chans: int = 3, *, zero_init_residual: bool = True
+    ) -> None:
         super().__init__()
         if size not in SEBNET_SIZES:
             raise ValueError(f"unknown SEBNet size {size!r}; expected one of {sorted(SEBNET_SIZES)}")
@@ -146,15 +153,19 @@ class SEBNet(Backbone):
         context += [Bottleneck(16 * p, 8 * p) for _ in range(cfg.num_context_blocks - 1)]
         self.low_context = nn.Sequential(*context)
         self.high_context = Bottleneck(2 * p, 2 * p)
-        self._init_weights()
+        self._init_weights(zero_init_residual)
 
-    def _init_weights(self) -> None:
+    def _init_weights(self, zero_init_residual: bool) -> None:
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
             elif isinstance(module, nn.BatchNorm2d):
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)
+        if zero_init_residual:
+            for module in self.modules():
+                if isinstance(module, BasicBlock | Bottleneck):
+                    nn.init.zeros_(module.last_bn.weight)
 
     def forward(self, images: Tensor) -> Features:  # images (B, C, H, W)
         self.check_input(images)

@@ -32,6 +32,11 @@ class BasicBlock(nn.Module):
         self.shortcut = _shortcut(in_channels, out_channels, stride)
         self.act = nn.ReLU(inplace=True)
 
+    @property
+    def last_bn(self) -> nn.BatchNorm2d:
+        """The BN closing the residual branch (zero-initialised for an identity start)."""
+        return self.conv2.bn
+
     def forward(self, x: Tensor) -> Tensor:
         return self.act(self.conv2(self.conv1(x)) + self.shortcut(x))
 
@@ -51,6 +56,11 @@ class Bottleneck(nn.Module):
         self.conv3 = ConvBnAct(planes, self.out_channels, 1, use_act=False)
         self.shortcut = _shortcut(in_channels, self.out_channels, stride)
         self.act = nn.ReLU(inplace=True)
+
+    @property
+    def last_bn(self) -> nn.BatchNorm2d:
+        """The BN closing the residual branch (zero-initialised for an identity start)."""
+        return self.conv3.bn
 
     def forward(self, x: Tensor) -> Tensor:
         return self.act(self.conv3(self.conv2(self.conv1(x))) + self.shortcut(x))
