@@ -4,21 +4,23 @@ Generates N synthetic 512 × (512–900) JPEG images with PNG label maps (ADE20k
 0 = other, 1..150 classes) in a temporary folder, then times on one process, one OpenCV
 and one torch thread each:
 
-* `transforms`: file → one augmented sample.
+* `transforms`: file → one augmented uint8 sample; both sides normalise later, per batch.
   Ours: `read_image_bgr` + `read_label` + `reduce_zero_label` + `SegTrainPipeline`
-  (resize → cat-max crop 512 → flip → photometric → normalise to float32 CHW).
+  (resize → cat-max crop 512 → flip → photometric → `SegTrainSample`: uint8 HWC image, its
+  pending brightness / contrast table, uint8 label).
   MMSeg: LoadImageFromFile → LoadAnnotations(reduce_zero_label) → RandomResize →
-  RandomCrop(cat_max_ratio=0.75) → RandomFlip → PhotoMetricDistortion → PackSegInputs,
-  which stops at a uint8 tensor: MMSeg normalises later, in its data preprocessor, so this
-  row charges us for work MMSeg skips (a conservative ratio).
-* `batches`: file → normalised, padded (8, 3, 512, 512) float32 batch — the same work on
-  both sides. Ours: the above + `collate_segmentation(size=(512, 512))`; MMSeg: the above +
+  RandomCrop(cat_max_ratio=0.75) → RandomFlip → PhotoMetricDistortion → PackSegInputs
+  (uint8 CHW image tensor, int64 label tensor).
+* `batches`: file → normalised, padded (8, 3, 512, 512) float32 batch and (8, 512, 512) int64
+  labels — the whole input pipeline, the same work on both sides. Ours: the above +
+  `collate_segmentation(size=(512, 512))`; MMSeg: the above +
   `SegDataPreProcessor(bgr_to_rgb, mean/std, size=(512, 512))` run on the CPU.
 * `iou`: per-image accumulation at 512 × 683, 150 classes: `SegmentationMetric.update` vs
   `IoUMetric.process`.
 
 Before timing, both sides augment every image once from the same random numbers (numpy's
-legacy stream, seeded per image) and the uint8 outputs are compared bit for bit.
+legacy stream, seeded per image) and the uint8 outputs (ours: `SegTrainPipeline`, the code
+that is timed) are compared bit for bit.
 
 MMSeg runs in its own venv (see FACTS.md, e.g. /work/mmseg-venv) in a subprocess. mmcv-lite
 has no compiled ops, so a stand-in `mmcv.ops` module is registered before importing mmseg;
@@ -63,12 +65,9 @@ from pretrainlab.data.formats.segmentation_datasets import (
     read_label,
     reduce_zero_label,
 )
-from pretrainlab.data.transforms.photometric import random_photometric_distortion
 from pretrainlab.data.transforms.seg_collate import collate_segmentation
-from pretrainlab.data.transforms.seg_crop import random_crop
-from pretrainlab.data.transforms.seg_flip import random_flip
 from pretrainlab.data.transforms.seg_pipeline import SegTrainPipeline
-from pretrainlab.data.transforms.seg_resize import random_resize
+from pretrainlab.data.transforms.seg_sample import SegTrainSample
 from pretrainlab.engine.malloc import keep_freed_memory
 from pretrainlab.eval.metrics import SegmentationMetric
 
@@ -259,7 +258,7 @@ def our_passes(pairs: list[tuple[Path, Path]], num_iou: int, seed: int) -> dict[
     rng = np.random.default_rng(seed)
     collate = functools.partial(collate_segmentation, size=CROP)
 
-    def sample(image_path: Path, label_path: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    def sample(image_path: Path, label_path: Path) -> SegTrainSample:
         return pipeline(read_image_bgr(image_path), reduce_zero_label(read_label(label_path)), rng)
 
     def transforms_pass() -> int:
@@ -385,15 +384,14 @@ class LegacyNumpyStream:
 def count_identical(pairs: list[tuple[Path, Path]], check_file: Path, seed: int) -> int:
     """Images whose augmented uint8 image and label equal MMSeg's bit for bit, given the same draws."""
     reference = np.load(check_file)
+    pipeline = SegTrainPipeline(crop_size=CROP)
     identical = 0
     for i, (image_path, label_path) in enumerate(pairs):
         rng = LegacyNumpyStream(seed + i)  # duck-types the Generator methods the transforms call
-        image, label = read_image_bgr(image_path), reduce_zero_label(read_label(label_path))
-        image, label = random_resize(image, label, rng)
-        image, label = random_crop(image, label, rng, CROP, 0.75)
-        image, label = random_flip(image, label, rng, 0.5)
-        image = random_photometric_distortion(image, rng)
-        identical += np.array_equal(image, reference[f"image{i}"]) and np.array_equal(label, reference[f"label{i}"])
+        sample = pipeline(read_image_bgr(image_path), reduce_zero_label(read_label(label_path)), rng)  # type: ignore[arg-type]
+        identical += np.array_equal(sample.augmented_image(), reference[f"image{i}"]) and np.array_equal(
+            sample.label.numpy(), reference[f"label{i}"]
+        )
     return identical
 
 
@@ -455,7 +453,7 @@ def main() -> None:
     if identical is not None:
         log.info("same random draws -> %d / %d augmented images and labels bit-identical to MMSeg", identical, len(pairs))
     titles = dict(
-        transforms=f"file -> augmented sample (MMSeg stops before normalising), {len(pairs)} images:",
+        transforms=f"file -> augmented uint8 sample (both sides normalise per batch), {len(pairs)} images:",
         batches=f"file -> normalised padded batch ({BATCH}, 3, {CROP[0]}, {CROP[1]}), {len(pairs)} images:",
         iou=f"IoU accumulation, {IOU_HW[0]}x{IOU_HW[1]}, {NUM_CLASSES} classes, {args.iou_images} images:",
     )

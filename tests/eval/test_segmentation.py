@@ -17,6 +17,7 @@ from pretrainlab.eval.segmentation import (
     cache_backbone_maps,
     evaluate_segmentor,
     finetune,
+    train_collate,
 )
 from pretrainlab.eval.segmentation_data import build_seg_datasets
 from pretrainlab.eval.segmentation_report import SECTION_TITLE, write_report_section
@@ -60,14 +61,14 @@ def test_cached_maps_equal_recomputed_maps(tiny_synthetic: Path, tmp_path: Path)
     train, _ = build_seg_datasets(config)
     segmentor = build_segmentor(build_backbone(config.backbone), config, train.num_classes)
     segmentor.backbone.requires_grad_(False)
-    maps, labels = cache_backbone_maps(segmentor, train, config.eval.seg, "32")
+    maps, labels = cache_backbone_maps(segmentor, train, config)
     assert labels.shape == (len(train), 32, 32)
     assert [m.shape[-1] for m in maps[:-2]] == [0] * (len(maps) - 2)  # maps the head does not read
-    image, label = train[1]
+    images, batch_labels = train_collate(config)([train[1]])
     with torch.no_grad():
-        expected = segmentor.backbone.eval()(image[None]).maps
+        expected = segmentor.backbone.eval()(images).maps
     torch.testing.assert_close(maps[-1][1:2], expected[-1])
-    torch.testing.assert_close(labels[1], label)
+    torch.testing.assert_close(labels[1:2], batch_labels)
 
 
 @pytest.mark.parametrize("mode", ["frozen", "full"])

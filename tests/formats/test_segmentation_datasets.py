@@ -157,13 +157,14 @@ def test_transform_gets_a_seeded_generator(tmp_path: Path) -> None:
     dataset = SegmentationDataset(tmp_path, "ade20k", "train", transform=pipeline)
     torch.manual_seed(11)
     first = [dataset[i] for i in range(4)]
-    image, label = first[0]
-    assert image.dtype == torch.float32 and image.shape[0] == 3 and label.dtype == torch.int64
-    assert image.shape[1:] == label.shape and max(label.shape) <= 8
+    sample = first[0]
+    assert sample.image.dtype == torch.uint8 and sample.image.shape[2] == 3 and sample.label.dtype == torch.uint8
+    assert sample.image.shape[:2] == sample.label.shape and max(sample.label.shape) <= 8
     torch.manual_seed(11)
     second = SegmentationDataset(tmp_path, "ade20k", "train", transform=pipeline)
     again = [second[i] for i in range(4)]
-    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(first, again))
+    assert all(np.array_equal(a.augmented_image(), b.augmented_image()) for a, b in zip(first, again))
+    assert all(torch.equal(a.label, b.label) for a, b in zip(first, again))
 
 
 def test_bad_configuration_raises(tmp_path: Path) -> None:

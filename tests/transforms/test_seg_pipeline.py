@@ -26,6 +26,7 @@ from pretrainlab.data.transforms.seg_pipeline import (
     as_uint8_label,
 )
 from pretrainlab.data.transforms.seg_resize import random_resize
+from pretrainlab.data.transforms.seg_sample import SegTrainSample
 
 MEAN = (123.675, 116.28, 103.53)
 STD = (58.395, 57.12, 57.375)
@@ -97,8 +98,44 @@ def test_pad_batch_pads_bottom_right_with_zero_and_255() -> None:
     assert batch.shape[-2:] == (5, 3)
     images_only, none = pad_batch(images, None)
     assert none is None and images_only.shape == (2, 3, 4, 3)
-    collated = collate_segmentation(list(zip(images, labels)), size=(8, 8))
-    assert collated[0].shape == (2, 3, 8, 8) and collated[1].shape == (2, 8, 8)
+
+
+def _sample(image: np.ndarray, value_map: np.ndarray | None, label: np.ndarray) -> SegTrainSample:
+    vm = None if value_map is None else torch.from_numpy(value_map)
+    return SegTrainSample(torch.from_numpy(image), vm, torch.from_numpy(label))
+
+
+@pytest.mark.parametrize(("size", "size_divisor"), [((16, 16), None), (None, None), (None, 7)])
+def test_collate_equals_normalize_then_pad(size: tuple[int, int] | None, size_divisor: int | None) -> None:
+    """Normalising into the batch (value map folded in) gives pad_batch(normalize(...)) bit for bit."""
+    rng = np.random.default_rng(4)
+    shapes = [(16, 16), (16, 16), (9, 13)] if size else [(16, 16), (11, 5)]
+    samples = [
+        _sample(
+            rng.integers(0, 256, (*hw, 3), dtype=np.uint8),
+            None if i == 0 else rng.integers(0, 256, 256).astype(np.uint8),
+            rng.integers(0, 5, hw, dtype=np.uint8),
+        )
+        for i, hw in enumerate(shapes)
+    ]
+    mean, std = (10.0, 120.0, 200.0), (3.0, 60.0, 0.5)
+    images, labels = collate_segmentation(samples, mean, std, size_divisor=size_divisor, size=size)
+    expected_images, expected_labels = pad_batch(
+        [normalize(s.augmented_image(), mean, std) for s in samples],
+        [s.label for s in samples],
+        size_divisor=size_divisor,
+        size=size,
+    )
+    assert torch.equal(images, expected_images) and torch.equal(labels, expected_labels)
+    assert images.dtype == torch.float32 and labels.dtype == torch.int64
+
+
+def test_collate_rejects_mismatched_samples() -> None:
+    with pytest.raises(ValueError, match="empty batch"):
+        collate_segmentation([])
+    bad = _sample(np.zeros((4, 5, 3), np.uint8), None, np.zeros((4, 6), np.uint8))
+    with pytest.raises(ValueError, match=r"sample 0: image \(4, 5, 3\) does not match label \(4, 6\)"):
+        collate_segmentation([bad])
 
 
 def test_pad_batch_rejects_mismatches() -> None:
@@ -121,18 +158,18 @@ def test_train_pipeline_equals_the_composition_of_its_transforms(image_hw: tuple
     label[: image_hw[0] // 6] = 255
     pipeline = SegTrainPipeline(crop_size=(128, 160), scale=(512, 256))
     for seed in range(40):
-        out_image, out_label = pipeline(image, label, np.random.default_rng(seed))
+        sample = pipeline(image, label, np.random.default_rng(seed))
         manual_rng = np.random.default_rng(seed)
         img, lab = random_resize(image, label, manual_rng, (512, 256), (0.5, 2.0))
         img, lab = random_crop(img, lab, manual_rng, (128, 160), 0.75)
         img, lab = random_flip(img, lab, manual_rng, 0.5)
         img = random_photometric_distortion(img, manual_rng)
-        assert torch.equal(out_image, normalize(img, MEAN, STD))
-        assert torch.equal(out_label, torch.from_numpy(lab.astype(np.int64)))
-        assert out_image.dtype == torch.float32 and out_label.dtype == torch.int64
-        assert out_image.shape[0] == 3 and out_image.shape[1:] == out_label.shape
-        assert out_image.shape[1] <= 128 and out_image.shape[2] <= 160
-        assert set(out_label.unique().tolist()) <= set(range(6)) | {255}
+        np.testing.assert_array_equal(sample.augmented_image(), img)
+        np.testing.assert_array_equal(sample.label.numpy(), lab)
+        assert sample.image.dtype == torch.uint8 and sample.label.dtype == torch.uint8
+        assert sample.image.shape[:2] == sample.label.shape and sample.image.shape[2] == 3
+        assert sample.image.shape[0] <= 128 and sample.image.shape[1] <= 160
+        assert set(sample.label.unique().tolist()) <= set(range(6)) | {255}
 
 
 def test_train_pipeline_accepts_int64_labels_and_leaves_inputs_alone() -> None:
@@ -143,8 +180,8 @@ def test_train_pipeline_accepts_int64_labels_and_leaves_inputs_alone() -> None:
     pipeline = SegTrainPipeline(crop_size=32, scale=(80, 64), ratio_range=(1.0, 1.0))
     out_a = pipeline(image, label, np.random.default_rng(3))
     out_b = pipeline(image, label.astype(np.uint8), np.random.default_rng(3))
-    assert torch.equal(out_a[0], out_b[0]) and torch.equal(out_a[1], out_b[1])
-    assert out_a[0].shape == (3, 32, 32)
+    np.testing.assert_array_equal(out_a.augmented_image(), out_b.augmented_image())
+    assert torch.equal(out_a.label, out_b.label) and out_a.image.shape == (32, 32, 3)
     np.testing.assert_array_equal(image, keep_image)
     np.testing.assert_array_equal(label, keep_label)
 

@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from pretrainlab.config.schema import Config, OptimConfig, SegFinetuneConfig
+from pretrainlab.config.schema import Config, OptimConfig
 from pretrainlab.data.formats.segmentation_datasets import SegmentationDataset
 from pretrainlab.data.transforms.seg_collate import (
     IGNORE_INDEX,
@@ -41,6 +41,7 @@ from pretrainlab.engine.freeze import TrainableSet, is_frozen, set_trainable_for
 from pretrainlab.engine.optim import build_optimizer, set_lr_and_weight_decay
 from pretrainlab.engine.schedules import poly_schedule
 from pretrainlab.eval.metrics import SegmentationMetric
+from pretrainlab.eval.segmentation_data import mean_std_255
 from pretrainlab.eval.segmentation_model import Segmentor
 from pretrainlab.eval.slide import resize_logits_to, slide_inference, whole_inference
 from pretrainlab.losses.cross_entropy import segmentation_cross_entropy
@@ -74,9 +75,7 @@ def build_segmentor(backbone: Backbone, config: Config, num_classes: int) -> Seg
     return Segmentor(backbone, head)
 
 
-def cache_backbone_maps(
-    segmentor: Segmentor, dataset: SegmentationDataset, seg: SegFinetuneConfig, precision: str
-) -> tuple[list[Tensor], Tensor]:
+def cache_backbone_maps(segmentor: Segmentor, dataset: SegmentationDataset, config: Config) -> tuple[list[Tensor], Tensor]:
     """Maps the head reads, for every training sample, padded to the crop size like a training batch.
 
     Returns:
@@ -85,7 +84,8 @@ def cache_backbone_maps(
     """
     assert is_frozen(segmentor.backbone), "caching maps needs a frozen backbone"
     device = next(segmentor.parameters()).device
-    loader = DataLoader(dataset, batch_size=seg.eval_batch_size, collate_fn=_train_collate(seg))
+    seg, precision = config.eval.seg, config.engine.precision
+    loader = DataLoader(dataset, batch_size=seg.eval_batch_size, collate_fn=train_collate(config))
     read = set(segmentor.head.map_indices)
     chunks: list[list[Tensor]] = []
     labels = []
@@ -98,21 +98,27 @@ def cache_backbone_maps(
     return [torch.cat(level) for level in zip(*chunks)], torch.cat(labels)
 
 
-def _train_collate(seg: SegFinetuneConfig):
-    return functools.partial(collate_segmentation, size_divisor=seg.size_divisor, size=(seg.crop_size, seg.crop_size))
+def train_collate(config: Config) -> functools.partial[tuple[Tensor, Tensor]]:
+    """Normalise (`data.mean` / `data.std`) and pad training samples to batches of the crop size."""
+    seg = config.eval.seg
+    mean, std = mean_std_255(config)
+    return functools.partial(
+        collate_segmentation, mean=mean, std=std, size_divisor=seg.size_divisor, size=(seg.crop_size, seg.crop_size)
+    )
 
 
 def _batches(
-    segmentor: Segmentor, dataset: SegmentationDataset, seg: SegFinetuneConfig, precision: str, generator: torch.Generator
+    segmentor: Segmentor, dataset: SegmentationDataset, config: Config, generator: torch.Generator
 ) -> tuple[Iterator[tuple[list[Tensor], Tensor]], bool]:
     """An endless stream of (maps, labels) training batches, and whether maps are cached."""
+    seg, precision = config.eval.seg, config.engine.precision
     device = next(segmentor.parameters()).device
     batch_size = min(seg.batch_size, len(dataset))
     if batch_size < seg.batch_size:
         log.warning("eval.seg.batch_size=%d exceeds the %d training images; using %d", seg.batch_size,
                     len(dataset), batch_size)  # fmt: skip
     if is_frozen(segmentor.backbone) and not seg.augment:
-        maps, labels = cache_backbone_maps(segmentor, dataset, seg, precision)
+        maps, labels = cache_backbone_maps(segmentor, dataset, config)
 
         def cached() -> Iterator[tuple[list[Tensor], Tensor]]:
             while True:
@@ -123,7 +129,7 @@ def _batches(
 
     loader = DataLoader(
         dataset, batch_size=batch_size, shuffle=True, drop_last=True, generator=generator,
-        collate_fn=_train_collate(seg),
+        collate_fn=train_collate(config),
     )  # fmt: skip
 
     def live() -> Iterator[tuple[list[Tensor], Tensor]]:
@@ -147,7 +153,7 @@ def finetune(segmentor: Segmentor, dataset: SegmentationDataset, config: Config)
     generator = torch.Generator().manual_seed(config.seed)
     torch.manual_seed(config.seed)  # the dataset's augmentation rng follows torch.initial_seed()
     started = time.perf_counter()
-    batches, cached = _batches(segmentor, dataset, seg, precision, generator)
+    batches, cached = _batches(segmentor, dataset, config, generator)
     segmentor.train()
     device = next(segmentor.parameters()).device
     log_ = TrainLog(seg.iterations, 0.0, cached, trainable)

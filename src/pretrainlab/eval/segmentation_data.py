@@ -37,28 +37,29 @@ def dataset_layout(root: Path, layout: str) -> SegmentationLayout:
     return SegmentationLayout(root.name, classes, palette, bool(meta.get("reduce_zero_label", True)), find_ade20k_pairs)
 
 
-def _mean_std_255(config: Config) -> tuple[tuple[float, ...], tuple[float, ...]]:
+def mean_std_255(config: Config) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """`data.mean` / `data.std` (fractions of 1, RGB) on the 0-255 scale of the segmentation pipelines."""
     return tuple(255.0 * m for m in config.data.mean), tuple(255.0 * s for s in config.data.std)
 
 
 def train_pipeline(config: Config) -> SegTrainPipeline:
-    """MMSeg's train transforms; with `augment: false` only the resize to `scale` (and a crop when larger)."""
+    """MMSeg's train transforms; with `augment: false` only the resize to `scale` (and a crop when larger).
+
+    Its uint8 samples are normalised by the collate (`segmentation.train_collate`).
+    """
     seg: SegFinetuneConfig = config.eval.seg
-    mean, std = _mean_std_255(config)
     if not seg.augment:
         return SegTrainPipeline(
             crop_size=seg.crop_size, scale=seg.scale, ratio_range=(1.0, 1.0), cat_max_ratio=1.0,
-            flip_p=0.0, photometric=False, mean=mean, std=std,
+            flip_p=0.0, photometric=False,
         )  # fmt: skip
     return SegTrainPipeline(
         crop_size=seg.crop_size, scale=seg.scale, ratio_range=seg.ratio_range, cat_max_ratio=seg.cat_max_ratio,
-        mean=mean, std=std,
     )  # fmt: skip
 
 
 def val_pipeline(config: Config) -> SegValPipeline:
-    mean, std = _mean_std_255(config)
+    mean, std = mean_std_255(config)
     return SegValPipeline(scale=config.eval.seg.scale, size_divisor=config.eval.seg.size_divisor, mean=mean, std=std)
 
 

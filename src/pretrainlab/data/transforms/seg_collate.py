@@ -1,16 +1,29 @@
-"""Batch padding for segmentation (MMSegmentation `stack_batch` semantics).
+"""Batch normalisation and padding for segmentation (MMSegmentation `SegDataPreProcessor` + `stack_batch`).
 
 Images and labels of a batch are padded at the bottom and right to a common size: the
 batch maximum, optionally at least `size`, optionally rounded up to a multiple of
 `size_divisor`. Images are padded with 0 — *after* normalisation, as MMSeg's data
 preprocessor does — and labels with the ignore index 255.
+
+`collate_segmentation` takes the uint8 training samples of `SegTrainPipeline` and
+normalises each one straight into its slot of the batch tensor; `pad_batch` stacks
+already-normalised images (validation).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
+
+from pretrainlab.data.transforms.seg_normalize import (
+    IMAGENET_MEAN_RGB,
+    IMAGENET_STD_RGB,
+    normalization_tables,
+    normalize_into,
+)
+from pretrainlab.data.transforms.seg_sample import SegTrainSample
 
 IGNORE_INDEX = 255
 
@@ -91,14 +104,37 @@ def pad_batch(
 
 
 def collate_segmentation(
-    samples: Sequence[tuple[torch.Tensor, torch.Tensor]],
+    samples: Sequence[SegTrainSample],
+    mean: Sequence[float] = IMAGENET_MEAN_RGB,
+    std: Sequence[float] = IMAGENET_STD_RGB,
     size_divisor: int | None = None,
     size: tuple[int, int] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """DataLoader `collate_fn` for (image (C, H, W), label (H, W)) training samples → padded batch.
+    """DataLoader `collate_fn` for `SegTrainSample`s → (images (B, 3, H, W) float32, labels (B, H, W) int64).
 
-    Bind the options with `functools.partial(collate_segmentation, size=(512, 512))`.
+    Each image is normalised ((x − mean) / std, RGB; its pending `value_map` folded into the
+    tables) directly into the batch, and padded bottom-right with 0; labels with 255.
+    Bit-identical to `pad_batch` over `normalize(sample.augmented_image(), mean, std)`.
+    Bind the options with `functools.partial(collate_segmentation, mean=..., std=..., size=(512, 512))`.
     """
-    images, labels = pad_batch([s[0] for s in samples], [s[1] for s in samples], size_divisor, size)
-    assert labels is not None
+    if not samples:
+        raise ValueError("cannot collate an empty batch")
+    sizes = [(int(sample.label.shape[0]), int(sample.label.shape[1])) for sample in samples]
+    for i, (sample, hw) in enumerate(zip(samples, sizes)):
+        if tuple(sample.image.shape) != (*hw, 3):
+            raise ValueError(f"sample {i}: image {tuple(sample.image.shape)} does not match label {hw} (expected (h, w, 3))")
+    height, width = padded_size(sizes, size_divisor, size)
+    images = torch.empty(len(samples), 3, height, width)  # (B, 3, H, W); pads written by _paste
+    labels = torch.empty(len(samples), height, width, dtype=torch.int64)  # (B, H, W)
+    images_np = images.numpy()
+    for i, (sample, (h, w)) in enumerate(zip(samples, sizes)):
+        value_map = None if sample.value_map is None else sample.value_map.numpy()
+        tables = normalization_tables(mean, std, value_map)
+        if (h, w) == (height, width):  # the usual case (crop = batch size): no staging copy
+            normalize_into(images_np[i], sample.image.numpy(), tables)
+        else:
+            staged = np.empty((3, h, w), dtype=np.float32)
+            normalize_into(staged, sample.image.numpy(), tables)
+            _paste(images[i], torch.from_numpy(staged), 0.0)
+        _paste(labels[i], sample.label, IGNORE_INDEX)  # uint8 → int64 in the copy
     return images, labels

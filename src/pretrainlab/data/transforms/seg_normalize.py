@@ -18,10 +18,36 @@ IMAGENET_MEAN_RGB = (123.675, 116.28, 103.53)
 IMAGENET_STD_RGB = (58.395, 57.12, 57.375)
 
 
-def normalization_tables(mean: Sequence[float], std: Sequence[float]) -> list[np.ndarray]:
-    """Per-channel (256,) float32 tables of (v − mean) / std, computed in float32 like the tensor op."""
+def normalization_tables(
+    mean: Sequence[float], std: Sequence[float], value_map: np.ndarray | None = None
+) -> list[np.ndarray]:
+    """Per-channel (256,) float32 tables of (v − mean) / std, computed in float32 like the tensor op.
+
+    `value_map`, a (256,) uint8 table applied to every channel first, is folded in.
+    """
+    if any(s == 0 for s in std):
+        raise ValueError(f"std must be nonzero, got {tuple(std)}")
     values = np.arange(256, dtype=np.float32)
-    return [(values - np.float32(m)) / np.float32(s) for m, s in zip(mean, std)]
+    tables = [(values - np.float32(m)) / np.float32(s) for m, s in zip(mean, std)]
+    if value_map is None:
+        return tables
+    if value_map.shape != (256,) or value_map.dtype != np.uint8:
+        raise ValueError(f"value_map must be a (256,) uint8 table, got {value_map.dtype} {value_map.shape}")
+    return [table[value_map] for table in tables]
+
+
+def normalize_into(out: np.ndarray, image_bgr: np.ndarray, tables: Sequence[np.ndarray]) -> None:
+    """Write the (h, w, C) uint8 BGR image through per-channel `tables` into `out`, (C, h, w) float32.
+
+    `out` must be C-contiguous (e.g. one sample of a batch); output channel c reads input
+    channel C − 1 − c (BGR → RGB), so `tables` are in RGB order.
+    """
+    if min(image_bgr.strides) < 0:  # cv2 reads positive-stride views only (e.g. not np.flip views)
+        image_bgr = np.ascontiguousarray(image_bgr)
+    num_channels = image_bgr.shape[2]
+    planes = cv2.split(image_bgr)  # contiguous (h, w) uint8 planes in B, G, R order
+    for c in range(num_channels):
+        cv2.LUT(planes[num_channels - 1 - c], tables[c], dst=out[c])
 
 
 def normalize(
@@ -48,17 +74,7 @@ def normalize(
     num_channels = image_bgr.shape[2]
     if len(mean) < num_channels or len(std) < num_channels:
         raise ValueError(f"need {num_channels} mean/std values, got mean={tuple(mean)}, std={tuple(std)}")
-    if any(s == 0 for s in std[:num_channels]):
-        raise ValueError(f"std must be nonzero, got {tuple(std)}")
-    if min(image_bgr.strides) < 0:  # cv2 reads positive-stride views only (e.g. not np.flip views)
-        image_bgr = np.ascontiguousarray(image_bgr)
-    tables = normalization_tables(mean[:num_channels], std[:num_channels])
-    if value_map is not None:
-        if value_map.shape != (256,) or value_map.dtype != np.uint8:
-            raise ValueError(f"value_map must be a (256,) uint8 table, got {value_map.dtype} {value_map.shape}")
-        tables = [table[value_map] for table in tables]
-    planes = cv2.split(image_bgr)  # contiguous (H, W) uint8 planes in B, G, R order
+    tables = normalization_tables(mean[:num_channels], std[:num_channels], value_map)
     out = np.empty((num_channels, *image_bgr.shape[:2]), dtype=np.float32)  # (C, H, W)
-    for c in range(num_channels):
-        cv2.LUT(planes[num_channels - 1 - c], tables[c], dst=out[c])  # output channel c = input 2 − c
+    normalize_into(out, image_bgr, tables)
     return torch.from_numpy(out)

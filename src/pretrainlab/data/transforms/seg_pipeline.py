@@ -2,7 +2,8 @@
 
 Train (the ADE20k / Cityscapes recipe of MMSeg):
     random resize (scale × ratio, keep aspect) → random crop with cat_max_ratio →
-    horizontal flip → photometric distortion → normalise (BGR → RGB, (x − mean)/std).
+    horizontal flip → photometric distortion → `SegTrainSample` (uint8), then per batch
+    `seg_collate.collate_segmentation`: normalise (BGR → RGB, (x − mean)/std) and pad.
 Validation:
     keep-aspect resize of the image only (the label stays at its original size, metrics are
     computed there) → normalise → optional bottom-right zero pad to a multiple of
@@ -16,9 +17,9 @@ maps with 255 = ignore; they are carried as uint8 internally and returned as int
 Two shortcuts give the same bits as running the transforms one after the other (a test
 pins this): the crop box is chosen on the resized label before the image is resized, so
 only the part of the image the crop needs is resized (`seg_resize.resize_image_region`);
-and photometric distortion's trailing brightness/contrast table, if any, is folded into
-the normalisation tables, which saves a pass over the image. Photometric distortion runs on
-the crop, as in MMSeg.
+and photometric distortion's trailing brightness/contrast table, if any, travels with the
+sample (`SegTrainSample.value_map`) and is folded into the collate's normalisation tables,
+which saves a pass over the image. Photometric distortion runs on the crop, as in MMSeg.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from pretrainlab.data.transforms.seg_resize import (
     resize_label,
     sample_resize_scale,
 )
+from pretrainlab.data.transforms.seg_sample import SegTrainSample
 
 
 def as_uint8_label(label: np.ndarray) -> np.ndarray:
@@ -74,10 +76,10 @@ def _label_tensor(label: np.ndarray) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class SegTrainPipeline:
-    """MMSeg's training transforms: (H, W, 3) uint8 BGR + (H, W) label → ((3, h, w) float32, (h, w) int64).
+    """MMSeg's training transforms: (H, W, 3) uint8 BGR + (H, W) label → `SegTrainSample` (uint8).
 
-    The output is at most `crop_size`; smaller crops (images smaller than the crop after
-    resizing) are padded later by `seg_collate.pad_batch`.
+    The sample is at most `crop_size`; `seg_collate.collate_segmentation` normalises and
+    pads a batch of them (smaller crops come from images smaller than the crop after resizing).
     """
 
     crop_size: int | tuple[int, int] = 512
@@ -86,8 +88,6 @@ class SegTrainPipeline:
     cat_max_ratio: float = 0.75
     flip_p: float = 0.5
     photometric: bool = True
-    mean: Sequence[float] = IMAGENET_MEAN_RGB
-    std: Sequence[float] = IMAGENET_STD_RGB
     ignore_index: int = IGNORE_INDEX
 
     def __post_init__(self) -> None:
@@ -100,9 +100,7 @@ class SegTrainPipeline:
         if not 0.0 <= self.flip_p <= 1.0:
             raise ValueError(f"flip_p must be in [0, 1], got {self.flip_p}")
 
-    def __call__(
-        self, image_bgr: np.ndarray, label: np.ndarray, rng: np.random.Generator
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, image_bgr: np.ndarray, label: np.ndarray, rng: np.random.Generator) -> SegTrainSample:
         _check_image(image_bgr)
         label = as_uint8_label(label)
         height, width = label.shape
@@ -118,9 +116,13 @@ class SegTrainPipeline:
         value_map = None
         if self.photometric:
             p = sample_photometric_params(rng)
-            # A trailing brightness/contrast table is folded into the normalisation tables.
+            # A trailing brightness/contrast table is left to the collate's normalisation tables.
             image, value_map = photometric_distortion_deferred(image, p.beta, p.mode, p.alpha, p.alpha_s, p.delta)
-        return normalize(image, self.mean, self.std, value_map), _label_tensor(label)
+        return SegTrainSample(
+            image=torch.from_numpy(np.ascontiguousarray(image)),  # (h, w, 3) uint8 BGR
+            value_map=None if value_map is None else torch.from_numpy(value_map),
+            label=torch.from_numpy(np.ascontiguousarray(label)),  # (h, w) uint8
+        )
 
 
 @dataclass(frozen=True)
