@@ -6,12 +6,11 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader
 
 from pretrainlab.analysis.embeddings import plot_tsne_panels
 from pretrainlab.analysis.params import encoder_num_params
@@ -23,9 +22,9 @@ from pretrainlab.engine.run import (
     pretrain,
     random_init_method,
 )
-from pretrainlab.eval.knn import extract_features
-from pretrainlab.eval.knn_eval import evaluate_knn, write_json
-from pretrainlab.eval.linear_probe import evaluate_linear
+from pretrainlab.eval.knn_eval import knn_scores, write_json
+from pretrainlab.eval.linear_probe import linear_probe_scores
+from pretrainlab.eval.pooled_features import PooledFeatures, extract_pooled_features
 from pretrainlab.eval.segmentation_report import (
     seg_report_section,
     write_report_section,
@@ -41,16 +40,25 @@ log = logging.getLogger(__name__)
 @dataclass
 class RunForEval:
     """What every post-training evaluation of a run needs, loaded once: the config, the pretrained
-    method (from `last.ckpt`) and its random-init copy, and the classification eval loaders."""
+    method (from `last.ckpt`) and its random-init copy, the classification eval loaders, and
+    each backbone's pooled features of them (extracted on first use, shared by kNN, the linear
+    probe and the t-SNE plot)."""
 
     config: Config
     methods: dict[str, Method]  # "pretrained" and, if asked for, "random_init"
     train_loader: DataLoader
     val_loader: DataLoader
+    _features: dict[str, PooledFeatures] = field(default_factory=dict)
 
     @property
     def backbones(self) -> dict[str, Backbone]:
         return {name: method.eval_backbone() for name, method in self.methods.items()}
+
+    def pooled_features(self) -> dict[str, PooledFeatures]:
+        for name, backbone in self.backbones.items():
+            if name not in self._features:
+                self._features[name] = extract_pooled_features(backbone, self.train_loader, self.val_loader)
+        return self._features
 
 
 def load_run_for_eval(run_dir: Path, *, random_init: bool) -> RunForEval:
@@ -66,36 +74,30 @@ def load_run_for_eval(run_dir: Path, *, random_init: bool) -> RunForEval:
 def evaluate_knn_run(run_dir: Path, *, random_init: bool = True, run: RunForEval | None = None) -> dict[str, Any]:
     """Final kNN of a run's pretrained backbone (and its random-init copy) -> eval/knn.json, plots/tsne.png."""
     run = run or load_run_for_eval(run_dir, random_init=random_init)
-    backbones = run.backbones
-    knn_config = run.config.eval.knn
-    results = {name: evaluate_knn(bb, run.train_loader, run.val_loader, knn_config) for name, bb in backbones.items()}
+    features = run.pooled_features()
+    results = {name: knn_scores(f, run.config.eval.knn) for name, f in features.items()}
     write_json(run_dir / "eval" / "knn.json", results)
-    plot_embeddings(backbones, run.val_loader, run_dir / "plots" / "tsne.png")
+    plot_embeddings(features, list(run.val_loader.dataset.classes), run_dir / "plots" / "tsne.png")
     return results
 
 
 def evaluate_linear_run(run_dir: Path, *, random_init: bool = True, run: RunForEval | None = None) -> dict[str, Any]:
     """Linear probe of a run's pretrained backbone (and its random-init copy) -> eval/linear.json."""
     run = run or load_run_for_eval(run_dir, random_init=random_init)
-    linear_config = run.config.eval.linear
-    results = {
-        name: evaluate_linear(bb, run.train_loader, run.val_loader, linear_config) for name, bb in run.backbones.items()
-    }
+    results = {name: linear_probe_scores(f, run.config.eval.linear) for name, f in run.pooled_features().items()}
     write_json(run_dir / "eval" / "linear.json", results)
     return results
 
 
-def plot_embeddings(backbones: dict[str, Backbone], val_loader: DataLoader, path: Path, num_points: int = 600) -> None:
-    """t-SNE of `pooled` val features of each backbone, coloured by class."""
-    dataset = val_loader.dataset
-    step = max(1, len(dataset) // num_points)
-    subset = DataLoader(Subset(dataset, range(0, len(dataset), step)), batch_size=val_loader.batch_size)
+def plot_embeddings(
+    features: dict[str, PooledFeatures], class_names: list[str], path: Path, num_points: int = 600
+) -> None:
+    """t-SNE of about `num_points` evenly spaced val features of each backbone, coloured by class."""
     panels = {}
-    for name, backbone in backbones.items():
-        backbone.eval()
-        features, labels = extract_features(lambda images, bb=backbone: bb(images).pooled, subset, torch.device("cpu"))
-        panels[f"{name.replace('_', ' ')} (t-SNE)"] = (features, labels)
-    plot_tsne_panels(panels, list(dataset.classes), path)
+    for name, f in features.items():
+        step = max(1, len(f.val) // num_points)
+        panels[f"{name.replace('_', ' ')} (t-SNE)"] = (f.val[::step], f.val_labels[::step])
+    plot_tsne_panels(panels, class_names, path)
 
 
 def evaluate_seg_run(run_dir: Path, run: RunForEval) -> dict[str, dict[str, Any]]:

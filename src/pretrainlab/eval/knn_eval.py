@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import torch
 from torch.utils.data import DataLoader, Subset
 
 from pretrainlab.config.schema import KNNConfig
-from pretrainlab.eval.knn import extract_features, knn_classify
+from pretrainlab.eval.knn import knn_classify
+from pretrainlab.eval.pooled_features import PooledFeatures, extract_pooled_features
 from pretrainlab.models.backbones.base import Backbone
 
 log = logging.getLogger(__name__)
@@ -32,24 +32,19 @@ def evaluate_knn(
         step = len(train_loader.dataset) / max_train_samples
         subset = Subset(train_loader.dataset, [int(i * step) for i in range(max_train_samples)])
         train_loader = DataLoader(subset, batch_size=train_loader.batch_size, num_workers=train_loader.num_workers)
-    was_training = backbone.training
-    backbone.eval()
-    device = next(backbone.parameters()).device
+    return knn_scores(extract_pooled_features(backbone, train_loader, val_loader), config)
 
-    def pooled(images: torch.Tensor) -> torch.Tensor:
-        return backbone(images).pooled
 
-    train_features, train_labels = extract_features(pooled, train_loader, device)
-    val_features, val_labels = extract_features(pooled, val_loader, device)
-    backbone.train(was_training)
-    num_classes = int(max(train_labels.max(), val_labels.max())) + 1
+def knn_scores(features: PooledFeatures, config: KNNConfig) -> dict[str, Any]:
+    """Weighted kNN of the val features against the train bank; JSON-ready scores for every k."""
+    num_classes = int(max(features.train_labels.max(), features.val_labels.max())) + 1
     ks = sorted(set(config.ks))
     primary = 20 if 20 in ks else ks[0]
     result = knn_classify(
-        train_features,
-        train_labels,
-        val_features,
-        val_labels,
+        features.train,
+        features.train_labels,
+        features.val,
+        features.val_labels,
         k=primary,
         ks=ks,
         temperature=config.temperature,
@@ -64,8 +59,8 @@ def evaluate_knn(
         "f1": result.f1,
         "per_k": {str(k): {"top1": s.top1, "top5": s.top5, "f1": s.f1} for k, s in result.per_k.items()},
         "confusion": result.confusion.tolist(),
-        "num_train": len(train_features),
-        "num_val": len(val_features),
+        "num_train": len(features.train),
+        "num_val": len(features.val),
     }
 
 

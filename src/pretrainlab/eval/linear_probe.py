@@ -1,7 +1,7 @@
 """Linear probe on frozen features: multinomial logistic regression on standardised pooled
 features, fitted full-batch with L-BFGS.
 
-The features are extracted once (`eval/knn.py: extract_features`) and cached, so the
+The features are extracted once (`eval/pooled_features.py`, shared with kNN), so the
 probe costs seconds where DINO's protocol (100 epochs of SGD on augmented images, Caron
 et al. 2021) costs hours; the numbers are therefore a cheap proxy for that protocol, in
 the spirit of the scikit-learn logistic-regression probes of CLIP (Radford et al. 2021).
@@ -20,7 +20,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from pretrainlab.config.schema import LinearProbeConfig
-from pretrainlab.eval.knn import extract_features
+from pretrainlab.eval.pooled_features import PooledFeatures, extract_pooled_features
 from pretrainlab.models.backbones.base import Backbone
 
 log = logging.getLogger(__name__)
@@ -108,21 +108,16 @@ def evaluate_linear(
     backbone: Backbone, train_loader: DataLoader, val_loader: DataLoader, config: LinearProbeConfig
 ) -> dict[str, Any]:
     """Linear-probe top-1 of `backbone`'s pooled features; JSON-ready."""
-    was_training = backbone.training
-    backbone.eval()
-    device = next(backbone.parameters()).device
+    return linear_probe_scores(extract_pooled_features(backbone, train_loader, val_loader), config)
 
-    def pooled(images: Tensor) -> Tensor:
-        return backbone(images).pooled
 
-    train_features, train_labels = extract_features(pooled, train_loader, device)
-    val_features, val_labels = extract_features(pooled, val_loader, device)
-    backbone.train(was_training)
+def linear_probe_scores(features: PooledFeatures, config: LinearProbeConfig) -> dict[str, Any]:
+    """Fit the probe on the train features, score it on the val features; JSON-ready."""
     result = fit_linear_probe(
-        train_features,
-        train_labels,
-        val_features,
-        val_labels,
+        features.train,
+        features.train_labels,
+        features.val,
+        features.val_labels,
         max_iter=config.max_iter,
         weight_decay=config.weight_decay,
     )

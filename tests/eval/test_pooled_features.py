@@ -1,0 +1,67 @@
+"""Pooled features are extracted once per backbone and shared by kNN, the linear probe and t-SNE."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+import pretrainlab.study as study
+from pretrainlab.config.loading import load_config
+from pretrainlab.eval.knn_eval import evaluate_knn, knn_scores
+from pretrainlab.eval.linear_probe import evaluate_linear, linear_probe_scores
+from pretrainlab.eval.pooled_features import extract_pooled_features
+from pretrainlab.models.backbones.sebnet import SEBNet
+
+
+class _Images(TensorDataset):
+    classes = ("a", "b", "c")
+
+
+def _loader(num: int, seed: int) -> DataLoader:
+    generator = torch.Generator().manual_seed(seed)
+    images = torch.randn(num, 3, 32, 32, generator=generator)
+    labels = torch.arange(num) % 3
+    images += labels.view(-1, 1, 1, 1).float()  # a learnable class signal
+    return DataLoader(_Images(images, labels), batch_size=16)
+
+
+class _Method:
+    def __init__(self, seed: int) -> None:
+        torch.manual_seed(seed)
+        self.backbone = SEBNet("s")
+
+    def eval_backbone(self) -> SEBNet:
+        return self.backbone
+
+
+def test_scores_from_shared_features_equal_the_per_call_evaluations() -> None:
+    backbone = SEBNet("s").train()
+    train, val = _loader(48, 0), _loader(24, 1)
+    features = extract_pooled_features(backbone, train, val)
+    assert backbone.training  # mode restored
+    assert features.train.shape == (48, backbone.embed_dim) and features.val_labels.shape == (24,)
+    config = load_config(None)
+    assert knn_scores(features, config.eval.knn) == evaluate_knn(backbone, train, val, config.eval.knn)
+    assert linear_probe_scores(features, config.eval.linear)["top1"] == pytest.approx(
+        evaluate_linear(backbone, train, val, config.eval.linear)["top1"]
+    )
+
+
+def test_a_study_extracts_each_backbones_features_once(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    calls: list[int] = []
+
+    def counting(*args: object) -> object:
+        calls.append(1)
+        return extract_pooled_features(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(study, "extract_pooled_features", counting)
+    run = study.RunForEval(
+        load_config(None), {"pretrained": _Method(0), "random_init": _Method(1)}, _loader(48, 0), _loader(24, 1)
+    )  # type: ignore[arg-type]
+    knn = study.evaluate_knn_run(tmp_path, run=run)
+    linear = study.evaluate_linear_run(tmp_path, run=run)
+    assert len(calls) == 2 and set(knn) == set(linear) == {"pretrained", "random_init"}
+    assert (tmp_path / "eval" / "knn.json").is_file() and (tmp_path / "plots" / "tsne.png").is_file()
