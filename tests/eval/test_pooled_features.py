@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-import pretrainlab.study as study
+from pretrainlab import study
 from pretrainlab.config.loading import load_config
 from pretrainlab.eval.knn_eval import evaluate_knn, knn_scores
 from pretrainlab.eval.linear_probe import evaluate_linear, linear_probe_scores
