@@ -79,6 +79,10 @@ def test_loss_on_missing_neck_tap_is_a_load_error_naming_the_key(tmp_path: Path)
         (["method={name: simclr}", "neck.name=dappm"], "method simclr has no neck"),
         (["method.losses=[{name: cross_entropy, tap: 'head:dino'}]"], "'cross_entropy' needs labels; method dino"),
         (["method={name: supervised, head: {name: lin}}"], "method.head.name: unknown head 'lin'; did you mean 'linear'?"),
+        (  # a task of a multi-task head: named by its path, not mistaken for a component called `shape`
+            ["method={name: supervised, head: {name: multi_task, tasks: {shape: {name: linaer}}}}"],
+            "method.head.tasks.shape.name: unknown name 'linaer'; did you mean 'linear'? known: linear, cls",
+        ),
         (
             ["method={name: supervised, head: {name: multi_task, tasks: {a: {}}, weights: {b: 1}}}"],
             "method.head: weights for unknown tasks ['b']; tasks: a",

@@ -127,8 +127,7 @@ def format_validation_error(
         elif kind == "union_tag_invalid":
             tag = item["ctx"]["tag"]
             tags = [t.strip().strip("'") for t in item["ctx"]["expected_tags"].split(",")]
-            names = [str(part) for part in loc if not isinstance(part, int)]  # `losses`, not the list index
-            component = names[-1] if names else "component"
+            component = _union_component(model, loc, data)
             dotted = f"{dotted}.name"
             message = f"unknown {component} '{tag}'{did_you_mean(tag, tags)} known: {', '.join(tags)}"
         elif kind == "value_error" and isinstance(item.get("input"), dict):
@@ -137,6 +136,16 @@ def format_validation_error(
             message = f"{item['msg']} (got {item.get('input')!r})"
         lines.append(f"{source}: {dotted}: {message}")
     return "\n".join(lines)
+
+
+def _union_component(model: type[BaseModel], loc: list[Any], data: Any) -> str:
+    """What a union entry at `loc` is called: its field (`backbone`, `losses`), or `name` for a mapping entry."""
+    for i in range(len(loc) - 1, -1, -1):
+        if isinstance(loc[i], int):
+            continue  # a list index: the list's field names the component
+        is_field = str(loc[i]) in _known_fields(model, loc[:i], data)
+        return str(loc[i]) if is_field else "name"  # e.g. a task of `multi_task.tasks`
+    return "component"
 
 
 def _without_union_tags(loc: list[Any], data: Any) -> list[Any]:
