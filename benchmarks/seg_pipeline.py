@@ -286,7 +286,7 @@ def our_passes(pairs: list[tuple[Path, Path]], num_iou: int, seed: int) -> dict[
             metric.update(pred, label)
         return num_iou
 
-    return dict(transforms=transforms_pass, batches=batches_pass, iou=iou_pass)
+    return {"transforms": transforms_pass, "batches": batches_pass, "iou": iou_pass}
 
 
 class MMSegDriver:
@@ -300,17 +300,17 @@ class MMSegDriver:
         check_file: Path,
         env: dict[str, str] | None = None,
     ) -> None:
-        self.errors = tempfile.TemporaryFile(mode="w+")  # the driver's stderr, shown if it fails
-        payload = dict(
-            pairs=[(str(a), str(b)) for a, b in pairs],
-            seed=args.seed,
-            crop=list(CROP),
-            batch=BATCH,
-            iou_images=args.iou_images,
-            iou_hw=list(IOU_HW),
-            num_classes=NUM_CLASSES,
-            check_file=str(check_file),
-        )
+        self.errors = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 -- the driver's stderr for its lifetime, shown if it fails
+        payload = {
+            "pairs": [(str(a), str(b)) for a, b in pairs],
+            "seed": args.seed,
+            "crop": list(CROP),
+            "batch": BATCH,
+            "iou_images": args.iou_images,
+            "iou_hw": list(IOU_HW),
+            "num_classes": NUM_CLASSES,
+            "check_file": str(check_file),
+        }
         self.process = subprocess.Popen(
             [str(python), "-c", MMSEG_DRIVER, json.dumps(payload)],
             stdin=subprocess.PIPE,
@@ -452,11 +452,11 @@ def main() -> None:
     log.info("allocator setting (both sides): %s", args.allocator)
     if identical is not None:
         log.info("same random draws -> %d / %d augmented images and labels bit-identical to MMSeg", identical, len(pairs))
-    titles = dict(
-        transforms=f"file -> augmented uint8 sample (both sides normalise per batch), {len(pairs)} images:",
-        batches=f"file -> normalised padded batch ({BATCH}, 3, {CROP[0]}, {CROP[1]}), {len(pairs)} images:",
-        iou=f"IoU accumulation, {IOU_HW[0]}x{IOU_HW[1]}, {NUM_CLASSES} classes, {args.iou_images} images:",
-    )
+    titles = {
+        "transforms": f"file -> augmented uint8 sample (both sides normalise per batch), {len(pairs)} images:",
+        "batches": f"file -> normalised padded batch ({BATCH}, 3, {CROP[0]}, {CROP[1]}), {len(pairs)} images:",
+        "iou": f"IoU accumulation, {IOU_HW[0]}x{IOU_HW[1]}, {NUM_CLASSES} classes, {args.iou_images} images:",
+    }
     for task in TASKS:
         report(titles[task], ours[task], None if theirs is None else theirs[task], version)
 

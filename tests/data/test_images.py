@@ -66,7 +66,7 @@ def test_broken_files_raise_broken_sample_error(tmp_path: Path) -> None:
     ok, encoded = cv2.imencode(".jpg", np.full((16, 16, 3), 90, np.uint8))
     assert ok
     cases = {"empty": b"", "garbage": b"this is not an image" * 10, "truncated": encoded.tobytes()[: encoded.size // 2]}
-    for name, data in cases.items():
+    for data in cases.values():
         with pytest.raises(BrokenSampleError):
             decode_image(data)
     with pytest.raises(BrokenSampleError, match="cannot read"):

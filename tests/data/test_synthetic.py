@@ -25,7 +25,7 @@ from pretrainlab.data.synthetic import (
     write_synthetic_dataset,
 )
 
-SMALL = dict(num_classes=8, num_train=64, num_val=16, num_seg_train=8, num_seg_val=4)
+SMALL = {"num_classes": 8, "num_train": 64, "num_val": 16, "num_seg_train": 8, "num_seg_val": 4}
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +81,7 @@ def test_layout_counts_and_class_files(roots: dict[str, Path]) -> None:
 def test_completion_marker_records_parameters_and_is_written_last(tmp_path: Path) -> None:
     root = tmp_path / "data"
     assert not synthetic_is_complete(root)
-    tiny = dict(seed=3, workers=1, num_classes=4, num_val=4, num_seg_train=1, num_seg_val=1)
+    tiny = {"seed": 3, "workers": 1, "num_classes": 4, "num_val": 4, "num_seg_train": 1, "num_seg_val": 1}
     write_synthetic_dataset(root, num_train=12, **tiny)
     assert synthetic_is_complete(root)
     assert synthetic_is_complete(root, seed=3, num_train=12)

@@ -25,7 +25,7 @@ from pretrainlab.data.transforms.views import (
     solarize,
 )
 
-NO_AUGMENT = dict(color_jitter_p=0.0, grayscale_p=0.0, flip_p=0.0)
+NO_AUGMENT = {"color_jitter_p": 0.0, "grayscale_p": 0.0, "flip_p": 0.0}
 
 
 def _image(size: int = 32) -> np.ndarray:

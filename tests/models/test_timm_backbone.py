@@ -8,7 +8,7 @@ from torch import nn
 
 from pretrainlab.models.backbones.timm_backbone import TimmBackbone
 
-NARROW = dict(layers=[1, 1, 1, 1], channels=[16, 32, 64, 128])
+NARROW = {"layers": [1, 1, 1, 1], "channels": [16, 32, 64, 128]}
 
 
 def test_small_input_stem_keeps_full_resolution() -> None:

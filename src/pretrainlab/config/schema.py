@@ -558,12 +558,11 @@ class Config(Strict):
 
     @model_validator(mode="after")
     def _check_consistency(self) -> Config:
-        if isinstance(self.method, DINOConfig):
-            if self.method.warmup_teacher_temp_epochs > self.engine.max_epochs:
-                raise ValueError(
-                    f"method.warmup_teacher_temp_epochs={self.method.warmup_teacher_temp_epochs} exceeds "
-                    f"engine.max_epochs={self.engine.max_epochs}"
-                )
+        if isinstance(self.method, DINOConfig) and self.method.warmup_teacher_temp_epochs > self.engine.max_epochs:
+            raise ValueError(
+                f"method.warmup_teacher_temp_epochs={self.method.warmup_teacher_temp_epochs} exceeds "
+                f"engine.max_epochs={self.engine.max_epochs}"
+            )
         if self.optim.warmup_epochs > self.engine.max_epochs:
             raise ValueError(
                 f"optim.warmup_epochs={self.optim.warmup_epochs} exceeds engine.max_epochs={self.engine.max_epochs}"

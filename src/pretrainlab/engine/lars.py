@@ -11,7 +11,7 @@ import torch
 
 class LARS(torch.optim.Optimizer):
     def __init__(self, params, lr: float = 0.0, momentum: float = 0.9, eta: float = 0.001) -> None:
-        super().__init__(params, dict(lr=lr, momentum=momentum, eta=eta, weight_decay=0.0))
+        super().__init__(params, {"lr": lr, "momentum": momentum, "eta": eta, "weight_decay": 0.0})
 
     @torch.no_grad()
     def step(self, closure=None):

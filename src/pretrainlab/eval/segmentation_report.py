@@ -87,8 +87,10 @@ def seg_report_section(results: dict[str, dict[str, Any]], plot_name: str | None
     lines = [
         SECTION_TITLE,
         "",
-        f"Head **{config.get('head', {}).get('name')}**, mode **{config.get('mode')}**, "
-        f"{config.get('iterations')} iterations, inference {config.get('inference')}.",
+        (
+            f"Head **{config.get('head', {}).get('name')}**, mode **{config.get('mode')}**, "
+            f"{config.get('iterations')} iterations, inference {config.get('inference')}."
+        ),
         "",
         "| backbone | mIoU | mAcc | aAcc | train s |",
         "|---|---|---|---|---|",

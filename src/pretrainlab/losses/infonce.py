@@ -39,11 +39,8 @@ def _check_inputs(z_a: Tensor, z_b: Tensor, temperature: float, labels: Tensor |
         raise ValueError(f"expected at least one sample, got z_a {tuple(z_a.shape)}")
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
-    if labels is not None:
-        if labels.shape != (z_a.shape[0],) or labels.is_floating_point() or labels.is_complex():
-            raise ValueError(
-                f"expected integer labels of shape ({z_a.shape[0]},), got {labels.dtype} {tuple(labels.shape)}"
-            )
+    if labels is not None and (labels.shape != (z_a.shape[0],) or labels.is_floating_point() or labels.is_complex()):
+        raise ValueError(f"expected integer labels of shape ({z_a.shape[0]},), got {labels.dtype} {tuple(labels.shape)}")
 
 
 def _global_offset(local_rows: int, device: torch.device) -> int:

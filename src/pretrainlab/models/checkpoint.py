@@ -127,8 +127,10 @@ class LoadReport:
             ("ignored", f"{len(self.ignored)} (not backbone weights)", ignored),
         ]
         lines = [
-            f"checkpoint {self.source}: layout {self.layout}, container {container}, "
-            f"prefix {self.prefix!r} stripped, loaded into {self.target}"
+            (
+                f"checkpoint {self.source}: layout {self.layout}, container {container}, "
+                f"prefix {self.prefix!r} stripped, loaded into {self.target}"
+            )
         ]
         for label, summary, entries in sections:
             lines.append(f"  {label:<13}{summary}")
@@ -173,7 +175,7 @@ def unwrap_state_dict(obj: object, containers: tuple[str, ...]) -> tuple[dict[st
     path: list[str] = []
     while not _is_state_dict(obj):
         if not isinstance(obj, Mapping):
-            raise ValueError(f"checkpoint entry {'/'.join(path) or '<top>'} is a {type(obj).__name__}, expected a dict")
+            raise ValueError(f"checkpoint entry {'/'.join(path) or '<top>'} is a {type(obj).__name__}, expected a dict")  # noqa: TRY004 -- bad file content, reported like every other checkpoint problem
         key = next((k for k in containers if isinstance(obj.get(k), Mapping)), None)
         if key is None:
             tensors = {k: v for k, v in obj.items() if isinstance(v, Tensor)}

@@ -67,8 +67,10 @@ def write_run_report(run_dir: Path, summary: dict[str, Any]) -> Path:
     lines = [
         f"# Run `{run_dir.name}`",
         "",
-        f"- method: **{summary.get('method')}**, backbone: **{summary.get('backbone')}**, "
-        f"epochs: {summary.get('epochs')}",
+        (
+            f"- method: **{summary.get('method')}**, backbone: **{summary.get('backbone')}**, "
+            f"epochs: {summary.get('epochs')}"
+        ),
         f"- wall time: {summary.get('wall_time_s', 0):.0f} s",
         "",
         "## kNN (weighted, T = 0.07, DINO protocol)",

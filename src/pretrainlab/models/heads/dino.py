@@ -7,6 +7,8 @@ weight-norm magnitude is fixed to 1, which the paper found stabilises training.
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
@@ -53,7 +55,7 @@ class DINOHead(nn.Module):
             raise ValueError(f"DINOHead needs num_layers >= 1, got {num_layers}")
         dims = [in_dim] + [hidden_dim] * (num_layers - 1) + [bottleneck_dim]
         layers: list[nn.Module] = []
-        for i, (d_in, d_out) in enumerate(zip(dims[:-1], dims[1:])):
+        for i, (d_in, d_out) in enumerate(itertools.pairwise(dims)):
             layers.append(nn.Linear(d_in, d_out))
             if i < num_layers - 1:
                 if use_bn:
