@@ -10,8 +10,9 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from pretrainlab import study
 from pretrainlab.config.loading import load_config
+from pretrainlab.eval.knn import extract_features
 from pretrainlab.eval.knn_eval import evaluate_knn, knn_scores
-from pretrainlab.eval.linear_probe import evaluate_linear, linear_probe_scores
+from pretrainlab.eval.linear_probe import fit_linear_probe, linear_probe_scores
 from pretrainlab.eval.pooled_features import extract_pooled_features
 from pretrainlab.models.backbones.sebnet import SEBNet
 
@@ -45,9 +46,12 @@ def test_scores_from_shared_features_equal_the_per_call_evaluations() -> None:
     assert features.train.shape == (48, backbone.embed_dim) and features.val_labels.shape == (24,)
     config = load_config(None)
     assert knn_scores(features, config.eval.knn) == evaluate_knn(backbone, train, val, config.eval.knn)
-    assert linear_probe_scores(features, config.eval.linear)["top1"] == pytest.approx(
-        evaluate_linear(backbone, train, val, config.eval.linear)["top1"]
-    )
+    backbone.eval()  # the probe reads eval-mode features
+    train_x, train_y = extract_features(lambda images: backbone(images).pooled, train, "cpu")
+    val_x, val_y = extract_features(lambda images: backbone(images).pooled, val, "cpu")
+    probe = fit_linear_probe(train_x, train_y, val_x, val_y, max_iter=config.eval.linear.max_iter,
+                             weight_decay=config.eval.linear.weight_decay)  # fmt: skip
+    assert linear_probe_scores(features, config.eval.linear)["top1"] == pytest.approx(probe.top1)
 
 
 def test_a_study_extracts_each_backbones_features_once(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -17,11 +17,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.utils.data import DataLoader
 
 from pretrainlab.config.schema import LinearProbeConfig
-from pretrainlab.eval.pooled_features import PooledFeatures, extract_pooled_features
-from pretrainlab.models.backbones.base import Backbone
+from pretrainlab.eval.pooled_features import PooledFeatures
 
 log = logging.getLogger(__name__)
 
@@ -102,13 +100,6 @@ def fit_linear_probe(
 
 def _top1(logits: Tensor, labels: Tensor) -> float:
     return float((logits.argmax(dim=1) == labels).float().mean()) * 100.0
-
-
-def evaluate_linear(
-    backbone: Backbone, train_loader: DataLoader, val_loader: DataLoader, config: LinearProbeConfig
-) -> dict[str, Any]:
-    """Linear-probe top-1 of `backbone`'s pooled features; JSON-ready."""
-    return linear_probe_scores(extract_pooled_features(backbone, train_loader, val_loader), config)
 
 
 def linear_probe_scores(features: PooledFeatures, config: LinearProbeConfig) -> dict[str, Any]:

@@ -11,8 +11,9 @@ Validation:
 
 Colour order: images enter as HWC uint8 **BGR** (what OpenCV decodes and what MMSeg
 uses), every transform works in BGR (photometric's HSV conversions need to know it), and
-`seg_normalize.normalize` is the single place converting to RGB. Labels are (H, W) integer
-maps with 255 = ignore; they are carried as uint8 internally and returned as int64.
+`seg_normalize.normalize_into` is the single place converting to RGB. Labels are (H, W)
+integer maps with 255 = ignore, carried as uint8; training samples keep them as uint8 (the
+collate casts them to int64 while padding), validation returns int64.
 
 Two shortcuts give the same bits as running the transforms one after the other (a test
 pins this): the crop box is chosen on the resized label before the image is resized, so
