@@ -58,9 +58,9 @@ def tiny_run_overrides(data_root: Path, output_root: Path, **extra: object) -> l
         "optim.warmup_epochs": 0,
         "backbone.arch": "resnet18",
         "backbone.small_input_stem": True,
-        "backbone.kwargs": {"layers": [1, 1, 1, 1], "channels": [8, 8, 16, 16]},
+        "backbone.layers": [1, 1, 1, 1],
+        "backbone.channels": [8, 8, 16, 16],
         "eval.knn.ks": [5, 10],
-        "eval.seg.enabled": False,  # the segmentation stage has its own tests (tests/eval, tests/e2e)
     }
     overrides.update(extra)
     return [f"{key}={_yaml_inline(value)}" for key, value in overrides.items()]

@@ -32,10 +32,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     warnings.filterwarnings("ignore", ".*LeafSpec.*")
+    warnings.filterwarnings("ignore", ".*module\\(s\\) in eval mode.*")  # DINO's teacher, frozen backbones: on purpose
     keep_freed_memory()  # every verb allocates large arrays per step or image (see engine/malloc.py)
     try:
         return args.handler(args)
-    except (ConfigError, FileExistsError, FileNotFoundError, ValueError) as error:
+    except (ConfigError, FileExistsError, FileNotFoundError, ValueError, KeyError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
 
@@ -94,7 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     linear.add_argument("--no-random-init", action="store_true", help="skip the random-init baseline")
     linear.set_defaults(handler=cmd_evaluate_linear)
 
-    study = verbs.add_parser("study", help="data if missing -> pretrain -> evaluate (pretrained vs random) -> report")
+    study = verbs.add_parser(
+        "study", help="data if missing -> the config's phases (pretrain, knn, linear, seg, ...) -> summary, report"
+    )
     add_config_arguments(study)
     study.set_defaults(handler=cmd_study)
 
@@ -148,15 +151,15 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.overrides)
-    from pretrainlab.engine.run import pretrain
+    from pretrainlab.study.run import pretrain
 
-    run_dir = pretrain(config, resume=args.resume)
-    log.info("run directory: %s", run_dir)
+    run = pretrain(config, resume=args.resume)
+    log.info("run directory: %s", run.path)
     return 0
 
 
 def cmd_evaluate_knn(args: argparse.Namespace) -> int:
-    from pretrainlab.study import evaluate_knn_run
+    from pretrainlab.study.evaluate import evaluate_knn_run
 
     results = evaluate_knn_run(args.run, random_init=not args.no_random_init)
     for name, scores in results.items():
@@ -165,7 +168,7 @@ def cmd_evaluate_knn(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate_linear(args: argparse.Namespace) -> int:
-    from pretrainlab.study import evaluate_linear_run
+    from pretrainlab.study.evaluate import evaluate_linear_run
 
     results = evaluate_linear_run(args.run, random_init=not args.no_random_init)
     for name, scores in results.items():
@@ -182,18 +185,27 @@ def cmd_evaluate_seg(args: argparse.Namespace) -> int:
     )
 
     ensure_dataset(config)
+    from pretrainlab.eval.segmentation_report import seg_report_section, write_report_section
+    from pretrainlab.run_dir import RunDir
+
     name, backbone = load_seg_backbone(args.backbone_from, config)
-    results = evaluate_segmentation(config, {name: backbone}, {name: args.backbone_from}, config.run_dir)
-    log.info("%s: %s -> %s", name, results[name]["summary"], config.run_dir / "eval" / "seg.json")
+    run = RunDir(config.run_dir)
+    results = evaluate_segmentation(config, {name: backbone}, {name: args.backbone_from}, run.eval_dir)
+    if results:
+        plot = "eval/seg_examples.png" if config.eval.seg.num_examples else None
+        write_report_section(run.path, seg_report_section(results, plot))
+        log.info("%s: %s -> %s", name, results[name]["summary"], run.eval_dir / "seg.json")
     return 0
 
 
 def cmd_study(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.overrides)
-    from pretrainlab.study import run_study
+    from pretrainlab.study.runner import run_study
 
     summary = run_study(config)
-    print(json.dumps({k: summary[k] for k in ("knn_top1", "wall_time_s")}, indent=2))
+    if summary:  # rank 0 of a multi-process run
+        shown = ("knn_top1", "linear_top1", "seg_miou", "wall_time_s")
+        print(json.dumps({key: summary[key] for key in shown if key in summary}, indent=2))
     return 0
 
 

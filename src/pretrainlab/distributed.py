@@ -9,6 +9,8 @@ transfer and trimmed afterwards), so an uneven last batch is fine.
 
 from __future__ import annotations
 
+import os
+
 import torch
 import torch.distributed as dist
 from torch import Tensor
@@ -116,3 +118,19 @@ def all_gather_no_grad(tensor: Tensor) -> Tensor:
     with torch.no_grad():
         parts, _ = _gather_rows(tensor)
         return torch.cat(parts)
+
+
+def launch_rank() -> int:
+    """Global rank of this process as its launcher set it in the environment, before (or without) a
+    process group: torchrun's `RANK`, SLURM's `SLURM_PROCID`, or Lightning's `NODE_RANK` / `LOCAL_RANK`
+    (non-zero for every process Lightning started besides the first). 0 in a plain single process."""
+    for key in ("RANK", "SLURM_PROCID"):
+        if key in os.environ:
+            return int(os.environ[key])
+    node, local = int(os.environ.get("NODE_RANK", 0)), int(os.environ.get("LOCAL_RANK", 0))
+    return node * 1_000 + local  # only "zero or not" matters before the group exists
+
+
+def is_rank_zero() -> bool:
+    """True in the process that writes run files: rank 0 of the group, else of the launcher."""
+    return rank() == 0 if is_distributed() else launch_rank() == 0

@@ -15,9 +15,9 @@ from rich.console import Console
 
 from pretrainlab.config.loading import ConfigError
 from pretrainlab.config.sweeps import Sweep
-from pretrainlab.engine.run import load_run_config
 from pretrainlab.report.scores import ScoreTable, build_score_table, read_run_scores
-from pretrainlab.study import run_study
+from pretrainlab.study.run import load_run_config
+from pretrainlab.study.runner import run_study
 
 log = logging.getLogger(__name__)
 

@@ -131,6 +131,53 @@ def test_bad_roots_raise_with_the_path(tmp_path: Path) -> None:
         ImageFolderDataset(tmp_path, uint16_scaling="log")  # type: ignore[arg-type]
 
 
+def _write_thermal(folder: Path) -> dict[str, np.ndarray]:
+    """Two 16-bit single-channel files per class, raw values inside a 20000..28000 band."""
+    raws = {}
+    for index, name in enumerate(("cold", "warm")):
+        (folder / name).mkdir(parents=True)
+        for copy in range(2):
+            raw = np.full((4, 6), 20000 + 2000 * (2 * index + copy), np.uint16)  # 20000, 22000, 24000, 26000
+            raw[0, 0] = 30000  # a hot pixel, clipped by the window
+            cv2.imwrite(str(folder / name / f"{copy}.png"), raw)
+            raws[f"{name}/{copy}"] = raw
+    return raws
+
+
+@pytest.mark.parametrize("in_memory", [False, True])
+def test_thermal_files_read_with_a_window_as_one_channel(tmp_path: Path, in_memory: bool) -> None:
+    _write_thermal(tmp_path)
+    dataset = ImageFolderDataset(
+        tmp_path, channels=1, uint16_scaling="window", intensity_window=(20000, 28000), in_memory=in_memory
+    )
+    values = []
+    for index in range(len(dataset)):
+        image, _ = dataset[index]
+        assert image.shape == (4, 6, 1) and image.dtype == np.uint8
+        assert image[0, 0, 0] == 255
+        values.append(int(image[1, 1, 0]))
+    assert values == [0, 64, 128, 191]  # 2000 / 8000 * 255 = 63.75 -> 64, 191.25 -> 191
+    if in_memory:
+        assert dataset.images.shape == (4, 4, 6, 1)
+    full = ImageFolderDataset(tmp_path, channels=1)[3][0]
+    assert int(full[1, 1, 0]) == 101  # round(26000 / 257): the band is squeezed without the window
+
+
+@pytest.mark.parametrize("in_memory", [False, True])
+def test_channel_mismatch_is_raised_not_skipped(folder: Path, in_memory: bool) -> None:
+    with pytest.raises(ValueError, match=r"0\.png: channels=1 cannot take a 3-channel image .* 'pick:<i>'"):
+        ImageFolderDataset(folder, channels=1, in_memory=in_memory)[0]
+    image, _ = ImageFolderDataset(folder, channels=1, channel_policy="pick:0", in_memory=in_memory)[0]
+    assert image.shape == (8, 8, 1) and abs(int(image[0, 0, 0]) - LEVELS["ant"]) <= 2
+
+
+def test_invalid_channel_options_raise(folder: Path) -> None:
+    with pytest.raises(ValueError, match="channels=2 is not valid"):
+        ImageFolderDataset(folder, channels=2)
+    with pytest.raises(ValueError, match="'window' needs intensity_window"):
+        ImageFolderDataset(folder, uint16_scaling="window")
+
+
 def test_all_broken_in_memory_raises(tmp_path: Path) -> None:
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "x.png").write_bytes(b"")

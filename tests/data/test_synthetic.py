@@ -1,5 +1,5 @@
 """Synthetic dataset: layout, determinism, completion marker, label / instance / depth consistency,
-and that only the shape (not colour) predicts the classification label."""
+that only the shape (not colour) predicts the classification label, and the 16-bit grey format."""
 
 from __future__ import annotations
 
@@ -15,7 +15,9 @@ from sklearn.model_selection import cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from pretrainlab.data.images import read_image
 from pretrainlab.data.synthetic import (
+    GRAY16_BAND,
     MARKER_NAME,
     SHAPE_CLASSES,
     SKY_DEPTH_MM,
@@ -187,3 +189,42 @@ def test_all_ten_shapes_render_distinct_masks() -> None:
     for first in range(len(masks)):
         for second in range(first + 1, len(masks)):
             assert (masks[first] != masks[second]).sum() > 15, (SHAPE_CLASSES[first], SHAPE_CLASSES[second])
+
+
+def test_gray16_classification_images_read_back_with_the_window(tmp_path: Path) -> None:
+    """gray16 writes 16-bit single-channel PNGs in GRAY16_BAND whose windowed grey levels are the luminance of the
+    rgb8 images (up to the noise); segmentation files do not change; the marker tells the formats apart."""
+    tiny = {"seed": 4, "workers": 1, "num_classes": 4, "num_train": 8, "num_val": 4, "num_seg_train": 1, "num_seg_val": 1}
+    write_synthetic_dataset(tmp_path / "rgb8", **tiny)
+    summary = write_synthetic_dataset(tmp_path / "gray16", classification_format="gray16", **tiny)
+    assert summary.classification_format == "gray16"
+    assert synthetic_is_complete(tmp_path / "gray16", classification_format="gray16")
+    assert not synthetic_is_complete(tmp_path / "gray16", classification_format="rgb8")
+    assert not synthetic_is_complete(tmp_path / "rgb8", classification_format="gray16")
+    rgb_files, gray_files = _files(tmp_path / "rgb8"), _files(tmp_path / "gray16")
+    assert rgb_files.keys() == gray_files.keys()
+    assert all(rgb_files[name] == gray_files[name] for name in rgb_files if name.startswith("segmentation"))
+    errors = []
+    for path in sorted((tmp_path / "gray16" / "classification").rglob("*.png")):
+        raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        assert raw.dtype == np.uint16 and raw.shape == (32, 32)
+        assert GRAY16_BAND[0] - 100 <= raw.min() and raw.max() <= GRAY16_BAND[1] + 100
+        windowed = read_image(path, channels=1, uint16_scaling="window", intensity_window=GRAY16_BAND)[:, :, 0]
+        rgb = read_image(tmp_path / "rgb8" / path.relative_to(tmp_path / "gray16")).astype(np.float64)
+        errors.append(windowed - rgb @ [0.299, 0.587, 0.114])
+        assert int(read_image(path, channels=1)[:, :, 0].max()) <= 110  # "full" squeezes the band into 78..109
+    errors = np.stack(errors)
+    assert abs(errors.mean()) < 0.1 and 0.4 < errors.std() < 1.0  # noise of 20 raw values = 0.64 grey levels
+    with pytest.raises(ValueError, match="classification_format='gray8' is not valid"):
+        write_synthetic_dataset(tmp_path / "bad", classification_format="gray8", **tiny)
+
+
+def test_marker_without_a_format_means_rgb8(tmp_path: Path) -> None:
+    """Markers written before `classification_format` existed describe rgb8 data."""
+    write_synthetic_dataset(tmp_path, seed=2, workers=1, num_classes=2, num_train=2, num_val=2, num_seg_train=1,
+                            num_seg_val=1)  # fmt: skip
+    marker = json.loads((tmp_path / MARKER_NAME).read_text())
+    del marker["classification_format"]
+    (tmp_path / MARKER_NAME).write_text(json.dumps(marker))
+    assert synthetic_is_complete(tmp_path, seed=2, classification_format="rgb8")
+    assert not synthetic_is_complete(tmp_path, classification_format="gray16")

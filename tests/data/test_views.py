@@ -1,10 +1,11 @@
 """SSL views: shapes, dtypes, exact normalisation, torchvision-equivalent colour ops, DINO's
-per-view blur / solarize placement, invalid arguments."""
+per-view blur / solarize placement, 1- and 4-channel images, invalid arguments."""
 
 from __future__ import annotations
 
 import random
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -191,3 +192,90 @@ def test_wrong_image_type_raises() -> None:
         TwoViews()(np.zeros((8, 8, 3), np.float32))
     with pytest.raises(ValueError, match=r"got uint8 \(8, 8\)"):
         MultiCropViews()(np.zeros((8, 8), np.uint8))
+
+
+ALL_COLOUR_OPS = {"color_jitter_p": 1.0, "grayscale_p": 1.0, "solarize_p": 1.0, "invert_p": 1.0}
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_one_channel_views_follow_the_rgb_random_stream(seed: int) -> None:
+    """A grey image as (H, W, 1) and as (H, W, 3) gets the same crops, flips, rotations and factors: every RGB
+    channel equals the single channel, and the random stream is at the same place afterwards."""
+    gray = cv2.GaussianBlur(np.random.default_rng(seed).integers(0, 256, (40, 36), dtype=np.uint8), (0, 0), 2.0)
+    options = {"rotation_p": 0.5, "invert_p": 0.5, "solarize_p": 0.5}
+    one = MultiCropViews(mean=(0.4,), std=(0.3,), **options)
+    three = MultiCropViews(mean=(0.4,) * 3, std=(0.3,) * 3, **options)
+    random.seed(seed)
+    views_one, after_one = one(gray[:, :, None]), random.random()
+    random.seed(seed)
+    views_three, after_three = three(np.repeat(gray[:, :, None], 3, axis=2)), random.random()
+    assert after_one == after_three
+    assert [tuple(view.shape) for view in views_one] == [(1, 32, 32)] * 2 + [(1, 16, 16)] * 4
+    for view_one, view_three in zip(views_one, views_three):
+        torch.testing.assert_close(view_three, view_one.expand_as(view_three), atol=1e-4, rtol=0)
+
+
+def test_one_channel_colour_ops() -> None:
+    """Brightness / contrast (towards the image mean) / solarize / invert act; saturation, hue, grayscale don't."""
+    image = np.array([[[0.2], [0.6]]], dtype=np.float32)  # (1, 2, 1), mean 0.4
+    np.testing.assert_allclose(adjust_contrast(image, 0.5), [[[0.3], [0.5]]], atol=1e-6)
+    np.testing.assert_allclose(adjust_brightness(image, 2.0), [[[0.4], [1.0]]], atol=1e-6)
+    assert adjust_saturation(image, 0.1) is image and adjust_hue(image, 0.3) is image
+    np.testing.assert_allclose(solarize(np.array([[[0.2], [0.8]]], np.float32)), [[[0.2], [0.2]]], atol=1e-6)
+    constant = np.full((12, 12, 1), 200, np.uint8)
+    for view in MultiCropViews(global_size=8, local_size=4, **ALL_COLOUR_OPS, mean=(0.0,), std=(1.0,))(constant):
+        assert view.shape[0] == 1
+        torch.testing.assert_close(view, torch.full_like(view, float(view[0, 0, 0])))  # still constant
+
+
+def test_four_channel_views_keep_a_constant_4th_channel_through_every_colour_op() -> None:
+    image = np.concatenate([_image(), np.full((32, 32, 1), 77, np.uint8)], axis=2)  # (32, 32, 4)
+    mean, std = (0.485, 0.456, 0.406, 0.2), (0.229, 0.224, 0.225, 0.4)
+    transform = MultiCropViews(rotation_p=1.0, global_blur_p=(1.0, 1.0), local_blur_p=1.0, mean=mean, std=std,
+                               **ALL_COLOUR_OPS)  # fmt: skip
+    random.seed(0)
+    views = transform(image)
+    assert [tuple(view.shape) for view in views] == [(4, 32, 32)] * 2 + [(4, 16, 16)] * 4
+    expected = (77 / 255 - 0.2) / 0.4
+    for view in views:
+        torch.testing.assert_close(view[3], torch.full_like(view[3], expected), atol=1e-5, rtol=0)
+        assert not torch.allclose(view[0], view[0, 0, 0])  # the colour channels were not flattened
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_four_channel_views_move_the_4th_channel_geometrically_only(seed: int) -> None:
+    """With colour ops that only touch colour (saturation, hue, grayscale), the 4th channel of a 4-channel view is the
+    1-channel view of that channel, and its RGB part the RGB view: one random stream for the three."""
+    rng = np.random.default_rng(seed)
+    rgb = rng.integers(0, 256, (40, 44, 3), dtype=np.uint8)
+    extra = cv2.GaussianBlur(rng.integers(0, 256, (40, 44), dtype=np.uint8), (0, 0), 1.5)[:, :, None]
+    options = {"brightness": 0.0, "contrast": 0.0, "color_jitter_p": 1.0, "grayscale_p": 0.5, "solarize_p": 0.0,
+               "rotation_p": 0.5, "global_size": 16, "local_size": 8, "num_local": 2}  # fmt: skip
+    outputs = []
+    for image, channels in ((np.concatenate([rgb, extra], axis=2), 4), (rgb, 3), (extra, 1)):
+        random.seed(seed)
+        outputs.append(MultiCropViews(mean=(0.5,) * channels, std=(0.25,) * channels, **options)(image))
+    for four, three, one in zip(*outputs):
+        torch.testing.assert_close(four[:3], three, atol=1e-4, rtol=0)
+        torch.testing.assert_close(four[3:], one, atol=1e-4, rtol=0)
+
+
+def test_eval_view_takes_1_and_4_channels() -> None:
+    image = np.zeros((40, 50, 4), np.uint8)
+    image[4:36, 9:41] = (255, 0, 255, 51)  # the centre 32x32 of a 40x50 image
+    view = EvalView(size=32, crop_fraction=0.8, mean=(0.0,) * 4, std=(1.0,) * 4)(image)
+    expected = torch.tensor([1.0, 0.0, 1.0, 0.2])[:, None, None].expand(4, 32, 32)
+    torch.testing.assert_close(view, expected)
+    gray = EvalView(size=32, crop_fraction=0.8, mean=(0.0,), std=(1.0,))(np.ascontiguousarray(image[:, :, 3:]))
+    torch.testing.assert_close(gray, torch.full((1, 32, 32), 0.2))
+
+
+def test_channel_count_mismatch_raises() -> None:
+    with pytest.raises(ValueError, match=r"expected a single-channel uint8 \(H, W, 1\) image, got uint8 \(8, 8, 3\)"):
+        EvalView(mean=(0.5,), std=(0.2,))(np.zeros((8, 8, 3), np.uint8))
+    with pytest.raises(ValueError, match=r"\(H, W, 4\) image, got uint8 \(8, 8, 3\) \(mean / std have 4 values\)"):
+        TwoViews(mean=(0.5,) * 4, std=(0.2,) * 4)(np.zeros((8, 8, 3), np.uint8))
+    with pytest.raises(ValueError, match=r"mean=\(0\.5, 0\.5\), std=\(0\.2, 0\.2\) are not valid"):
+        MultiCropViews(mean=(0.5, 0.5), std=(0.2, 0.2))
+    with pytest.raises(ValueError, match=r"mean=\(0\.5, 0\.5, 0\.5\), std=\(0\.2,\) are not valid"):
+        EvalView(mean=(0.5,) * 3, std=(0.2,))

@@ -199,3 +199,31 @@ def test_16_bit_label_values_are_checked_before_the_uint8_cast(tmp_path: Path) -
     assert cv2.imwrite(str(path), label)
     with pytest.raises(ValueError, match=r"bonn_000000_000019_gtFine_labelTrainIds\.png: label values \[300\]"):
         SegmentationDataset(tmp_path, "cityscapes", "val")[2]
+
+
+def _cityscapes_images(root: Path) -> list[Path]:
+    return sorted((root / "leftImg8bit" / "val").glob("*/*_leftImg8bit.png"))
+
+
+def test_four_channel_images_come_in_bgrx_order(tmp_path: Path) -> None:
+    make_cityscapes(tmp_path)
+    for path in _cityscapes_images(tmp_path):
+        assert cv2.imwrite(str(path), np.full((12, 16, 4), (10, 20, 30, 40), np.uint8))  # B, G, R, X
+    image, label = SegmentationDataset(tmp_path, "cityscapes", "val", channels=4)[0]
+    assert image.shape == (12, 16, 4) and label.shape == (12, 16)
+    np.testing.assert_array_equal(image[3, 5], [10, 20, 30, 40])
+    np.testing.assert_array_equal(SegmentationDataset(tmp_path, "cityscapes", "val")[0][0][3, 5], [10, 20, 30])
+
+
+def test_one_channel_images_by_pick_or_window(tmp_path: Path) -> None:
+    make_cityscapes(tmp_path)  # BGR (255, 0, 0): R = 0, B = 255
+    picked = SegmentationDataset(tmp_path, "cityscapes", "val", channels=1, channel_policy="pick:2")[1][0]
+    assert picked.shape == (12, 16, 1) and (picked == 255).all()
+    with pytest.raises(ValueError, match="channels=1 cannot take a 3-channel image"):  # raised, not skipped
+        SegmentationDataset(tmp_path, "cityscapes", "val", channels=1)[0]
+    for path in _cityscapes_images(tmp_path):
+        assert cv2.imwrite(str(path), np.full((12, 16), 30500, np.uint16))
+    thermal = SegmentationDataset(
+        tmp_path, "cityscapes", "val", channels=1, uint16_scaling="window", intensity_window=(30000, 31000)
+    )
+    np.testing.assert_array_equal(thermal[0][0], np.full((12, 16, 1), 128))  # 500 / 1000 * 255 = 127.5 -> 128

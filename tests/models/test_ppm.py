@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from pretrainlab.models.backbones.sebnet import SEBNet
-from pretrainlab.models.necks.ppm import DAPPM, PAPPM, Neck
+from pretrainlab.models.necks import DAPPM, PAPPM, Neck
 
 NECKS = [DAPPM, PAPPM]
 

@@ -141,3 +141,32 @@ def test_op_probabilities_and_parameter_ranges() -> None:
     deltas = np.array([d.delta for d in draws if d.delta is not None])
     assert set(deltas.tolist()) == set(range(-18, 18))  # 18 is excluded, as numpy's randint(-18, 18)
     assert abs(deltas.mean() + 0.5) < 0.25
+
+
+PARAM_GRID = [  # (beta, mode, alpha, alpha_s, delta): every op alone, mixed, and nothing
+    (20.5, 0, None, None, None), (None, 1, 1.3, None, None), (None, 0, 0.6, None, None), (None, 0, None, 1.4, None),
+    (None, 0, None, None, 9), (-12.0, 1, 1.2, 0.7, -5), (7.0, 0, 0.8, 1.3, 11), (None, 0, None, None, None),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("params", PARAM_GRID)
+def test_one_channel_gets_brightness_and_contrast_only(params: tuple) -> None:
+    """A grey BGR image stays grey under saturation and hue (S = 0), so its distortion equals the 1-channel one,
+    which applies brightness and contrast only."""
+    gray = np.random.default_rng(5).integers(0, 256, (9, 11, 1), dtype=np.uint8)
+    out = photometric_distortion(gray, *params)
+    assert out.shape == (9, 11, 1) and out.dtype == np.uint8
+    np.testing.assert_array_equal(out[:, :, 0], photometric_distortion(np.repeat(gray, 3, axis=2), *params)[:, :, 0])
+    beta, mode, alpha, _, _ = params
+    expected = gray if beta is None else affine_lut(beta=beta)[gray]
+    np.testing.assert_array_equal(out, expected if alpha is None else affine_lut(alpha=alpha)[expected])
+
+
+@pytest.mark.parametrize("params", PARAM_GRID)
+def test_four_channels_distort_the_colour_and_keep_the_4th(params: tuple) -> None:
+    rng = np.random.default_rng(6)
+    image = rng.integers(0, 256, (9, 11, 4), dtype=np.uint8)
+    out = photometric_distortion(image, *params)
+    assert out.shape == (9, 11, 4)
+    np.testing.assert_array_equal(out[:, :, 3], image[:, :, 3])
+    np.testing.assert_array_equal(out[:, :, :3], photometric_distortion(np.ascontiguousarray(image[:, :, :3]), *params))

@@ -211,3 +211,89 @@ def test_val_pipeline_resizes_image_only_and_pads_to_divisor() -> None:
     assert out_label.shape == (100, 300) and torch.equal(out_label, torch.from_numpy(label.astype(np.int64)))
     plain, _ = SegValPipeline(scale=(2048, 512))(image, label)
     assert plain.shape == (3, 512, 1536) and torch.equal(plain, out_image[:, :512, :1536])
+
+
+def test_normalize_four_channels_reorders_colour_only() -> None:
+    image = np.array([[[0, 128, 255, 60]]], dtype=np.uint8)  # B=0, G=128, R=255, X=60
+    mean, std = (*MEAN, 30.0), (*STD, 15.0)
+    out = normalize(image, mean, std, value_map=255 - np.arange(256, dtype=np.uint8))  # inverts the colour only
+    expected = [(0 - MEAN[0]) / STD[0], (127 - MEAN[1]) / STD[1], (255 - MEAN[2]) / STD[2], (60 - 30.0) / 15.0]
+    torch.testing.assert_close(out[:, 0, 0], torch.tensor(expected), rtol=0, atol=1e-6)
+    gray = normalize(np.array([[[51]]], np.uint8), (25.0,), (13.0,))
+    assert gray.shape == (1, 1, 1) and float(gray) == pytest.approx(2.0)
+    with pytest.raises(ValueError, match="a 1-channel image needs 1 mean / std values"):
+        normalize(np.zeros((2, 2, 1), np.uint8), MEAN, STD)
+
+
+def _with_4th_channel(image: np.ndarray) -> np.ndarray:
+    extra = cv2.GaussianBlur(np.random.default_rng(9).integers(0, 256, image.shape[:2], dtype=np.uint8), (0, 0), 2.0)
+    return np.concatenate([image, extra[:, :, None]], axis=2)
+
+
+def test_train_pipeline_with_4_channels_leaves_the_4th_to_geometry() -> None:
+    """Same seed: the colour part is the 3-channel sample, the 4th channel is the one of the sample without
+    photometric distortion (which only drops the last draws, not the geometry)."""
+    rng = np.random.default_rng(2)
+    image = cv2.GaussianBlur(rng.integers(0, 256, (90, 120, 3), dtype=np.uint8), (0, 0), 1.5)
+    label = rng.integers(0, 4, (90, 120), dtype=np.uint8)
+    four = _with_4th_channel(image)
+    pipeline = SegTrainPipeline(crop_size=(48, 64), scale=(160, 120))
+    geometric = SegTrainPipeline(crop_size=(48, 64), scale=(160, 120), photometric=False)
+    num_distorted = 0
+    for seed in range(20):
+        sample = pipeline(four, label, np.random.default_rng(seed))
+        colour = pipeline(image, label, np.random.default_rng(seed))
+        moved = geometric(four, label, np.random.default_rng(seed))
+        augmented = sample.augmented_image()
+        assert augmented.shape[2] == 4
+        np.testing.assert_array_equal(augmented[:, :, :3], colour.augmented_image())
+        np.testing.assert_array_equal(augmented[:, :, 3], moved.image.numpy()[:, :, 3])
+        assert torch.equal(sample.label, colour.label)
+        num_distorted += not np.array_equal(augmented[:, :, :3], moved.image.numpy()[:, :, :3])
+    assert num_distorted >= 15  # the colour was distorted in most samples
+
+
+def test_train_pipeline_with_1_channel_equals_the_grey_rgb_sample() -> None:
+    rng = np.random.default_rng(3)
+    gray = cv2.GaussianBlur(rng.integers(0, 256, (90, 120), dtype=np.uint8), (0, 0), 1.5)[:, :, None]
+    label = rng.integers(0, 4, (90, 120), dtype=np.uint8)
+    pipeline = SegTrainPipeline(crop_size=(48, 64), scale=(160, 120))
+    for seed in range(20):
+        one = pipeline(gray, label, np.random.default_rng(seed))
+        three = pipeline(np.repeat(gray, 3, axis=2), label, np.random.default_rng(seed))
+        assert one.image.shape[2] == 1
+        np.testing.assert_array_equal(one.augmented_image()[:, :, 0], three.augmented_image()[:, :, 0])
+        assert torch.equal(one.label, three.label)
+
+
+@pytest.mark.parametrize("channels", [1, 4])
+def test_collate_with_1_and_4_channels(channels: int) -> None:
+    rng = np.random.default_rng(4)
+    value_map = (255 - np.arange(256)).astype(np.uint8)
+    samples = [
+        _sample(rng.integers(0, 256, (*hw, channels), dtype=np.uint8), vm, rng.integers(0, 5, hw, dtype=np.uint8))
+        for hw, vm in (((6, 7), value_map), ((4, 9), None))
+    ]
+    mean, std = (10.0, 120.0, 200.0, 50.0)[-channels:], (3.0, 60.0, 0.5, 25.0)[-channels:]
+    images, labels = collate_segmentation(samples, mean, std, size_divisor=4)
+    assert images.shape == (2, channels, 8, 12) and labels.shape == (2, 8, 12)
+    expected, _ = pad_batch([normalize(s.augmented_image(), mean, std) for s in samples], size_divisor=4)
+    assert torch.equal(images, expected)
+    first = samples[0].image.numpy().astype(np.float32)
+    if channels == 1:  # the value map applies: 255 - v
+        torch.testing.assert_close(images[0, 0, :6, :7], torch.from_numpy((255 - first[:, :, 0] - 50.0) / 25.0))
+    else:  # the 4th channel is not mapped
+        torch.testing.assert_close(images[0, 3, :6, :7], torch.from_numpy((first[:, :, 3] - 50.0) / 25.0))
+        torch.testing.assert_close(images[0, 0, :6, :7], torch.from_numpy((255 - first[:, :, 2] - 10.0) / 3.0))
+    with pytest.raises(ValueError, match=rf"expected \(h, w, {channels}\)"):
+        collate_segmentation([_sample(np.zeros((4, 5, 3), np.uint8), None, np.zeros((4, 5), np.uint8))], mean, std)
+
+
+def test_val_pipeline_with_1_channel() -> None:
+    image = np.full((50, 150, 1), 40, np.uint8)
+    label = np.zeros((50, 150), np.uint8)
+    out_image, _ = SegValPipeline(scale=(300, 100), size_divisor=16, mean=(20.0,), std=(10.0,))(image, label)
+    assert out_image.shape == (1, 112, 304)
+    assert out_image[:, :100, :300].eq(2.0).all() and out_image[:, 100:].eq(0).all()
+    with pytest.raises(ValueError, match=r"mean=\(20\.0,\), std=\(10\.0, 10\.0\) are not valid"):
+        SegValPipeline(mean=(20.0,), std=(10.0, 10.0))

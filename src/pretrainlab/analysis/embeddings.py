@@ -12,6 +12,8 @@ import numpy as np
 from sklearn.manifold import TSNE
 from torch import Tensor
 
+from pretrainlab.eval.pooled_features import PooledFeatures
+
 
 def tsne_2d(features: Tensor, seed: int = 0) -> np.ndarray:
     """(N, D) features -> (N, 2) t-SNE coordinates (cosine metric, PCA init)."""
@@ -41,3 +43,13 @@ def plot_tsne_panels(
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def plot_embeddings(features: dict[str, PooledFeatures], class_names: list[str], path: Path,
+                    num_points: int = 600) -> None:  # fmt: skip
+    """t-SNE of about `num_points` evenly spaced val features of each backbone, coloured by class."""
+    panels = {}
+    for name, f in features.items():
+        step = max(1, len(f.val) // num_points)
+        panels[f"{name.replace('_', ' ')} (t-SNE)"] = (f.val[::step], f.val_labels[::step])
+    plot_tsne_panels(panels, class_names, path)

@@ -25,7 +25,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from pretrainlab.config.schema import Config
-from pretrainlab.engine.run import random_init_method
+from pretrainlab.study.run import random_init_method
 from pretrainlab.methods import Method
 from pretrainlab.models.model import Model
 

@@ -19,7 +19,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from pretrainlab.config.schema import Config
-from pretrainlab.registry import did_you_mean
+from pretrainlab.registry import UNKNOWN_COMPONENT, did_you_mean
 
 
 class ConfigError(ValueError):
@@ -118,18 +118,15 @@ def format_validation_error(
     """One line per problem: `source: dotted.key: what is wrong (what was expected)`; `model` was validated."""
     lines = []
     for item in error.errors():
-        loc = _without_union_tags(list(item["loc"]), data)
+        loc = list(item["loc"])
         dotted = ".".join(str(part) for part in loc) or "<top level>"
         kind = item["type"]
         if kind == "extra_forbidden":
             known = _known_fields(model, loc[:-1], data)
             message = f"unknown key{did_you_mean(str(loc[-1]), known)} known: {', '.join(known)}"
-        elif kind == "union_tag_invalid":
-            tag = item["ctx"]["tag"]
-            tags = [t.strip().strip("'") for t in item["ctx"]["expected_tags"].split(",")]
-            component = _union_component(model, loc, data)
+        elif kind == UNKNOWN_COMPONENT:
             dotted = f"{dotted}.name"
-            message = f"unknown {component} '{tag}'{did_you_mean(tag, tags)} known: {', '.join(tags)}"
+            message = item["msg"]
         elif kind == "value_error" and isinstance(item.get("input"), dict):
             message = str(item["ctx"]["error"])  # a validator of a whole section: its message names the keys
         else:
@@ -138,37 +135,8 @@ def format_validation_error(
     return "\n".join(lines)
 
 
-def _union_component(model: type[BaseModel], loc: list[Any], data: Any) -> str:
-    """What a union entry at `loc` is called: its field (`backbone`, `losses`), or `name` for a mapping entry."""
-    for i in range(len(loc) - 1, -1, -1):
-        if isinstance(loc[i], int):
-            continue  # a list index: the list's field names the component
-        is_field = str(loc[i]) in _known_fields(model, loc[:i], data)
-        return str(loc[i]) if is_field else "name"  # e.g. a task of `multi_task.tasks`
-    return "component"
-
-
-def _without_union_tags(loc: list[Any], data: Any) -> list[Any]:
-    """Drop the tags pydantic inserts into locations inside discriminated unions (not config keys)."""
-    cleaned: list[Any] = []
-    node = data
-    for i, part in enumerate(loc):
-        is_last = i == len(loc) - 1
-        is_tag = isinstance(node, dict) and part not in node and node.get("name", None if is_last else part) == part
-        if is_tag:
-            continue  # the union branch chosen by this node's `name` (or the default branch)
-        cleaned.append(part)
-        if isinstance(node, dict):
-            node = node.get(part)
-        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
-            node = node[part]
-        else:
-            node = None
-    return cleaned
-
-
 def _known_fields(model: type[BaseModel], loc: list[Any], data: Any) -> list[str]:
-    """Field names of the model class found by walking `loc` from `model` (following the data's `name`)."""
+    """Field names of the config class found by walking `loc` from `model` (following the data's `name`)."""
     current: Any = model
     node = data
     for part in loc:
@@ -184,26 +152,27 @@ def _known_fields(model: type[BaseModel], loc: list[Any], data: Any) -> list[str
         if field is None:
             return []
         node = node.get(part) if isinstance(node, dict) else None
-        current = _model_in(field.annotation, node)
+        current = _model_in(field.rebuild_annotation(), node)
     if isinstance(current, type) and issubclass(current, BaseModel):
         return sorted(current.model_fields)
     return []
 
 
 def _model_in(annotation: Any, node: Any) -> Any:
-    """The BaseModel class inside `annotation` (Optional / Union / Annotated) matching `node['name']`."""
+    """The config class `annotation` stands for: through Optional / Annotated, and for a registry
+    field (`Registry.config_type`) the class the node's `name` selects."""
     origin = typing.get_origin(annotation)
     if origin is typing.Annotated:
-        return _model_in(typing.get_args(annotation)[0], node)
+        args = typing.get_args(annotation)
+        chooser = next((meta for meta in args[1:] if hasattr(meta, "registry")), None)
+        if chooser is not None:
+            name = node.get("name", chooser.default) if isinstance(node, dict) else chooser.default
+            return chooser.registry.get(name).config if name in chooser.registry else None
+        return _model_in(args[0], node)
     if origin in (typing.Union, types.UnionType):
         members = [_model_in(arg, node) for arg in typing.get_args(annotation)]
         models = [m for m in members if isinstance(m, type) and issubclass(m, BaseModel)]
-        name = node.get("name") if isinstance(node, dict) else None
-        for candidate in models:
-            name_field = candidate.model_fields.get("name")
-            if name is not None and name_field is not None and name_field.default == name:
-                return candidate
-        return models[0] if models else None  # the first member is the default branch
+        return models[0] if models else None
     return annotation
 
 

@@ -1,55 +1,32 @@
-"""DataLoaders for pretraining and feature evaluation, reproducible across resume.
+"""Training data of the view-based methods and loaders for feature evaluation, reproducible across resume.
 
 Augmentations are seeded per (run seed, epoch, sample index), and the shuffle order
-per (run seed, epoch), so an interrupted run that resumes at an epoch boundary sees
-exactly the batches the uninterrupted run would have seen, with any number of workers.
+per (run seed, epoch) (`data/train_data.py`), so an interrupted run that resumes at an
+epoch boundary sees exactly the batches the uninterrupted run would have seen, with any
+number of workers or processes.
 """
 
 from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset
 
-from pretrainlab.config.schema import Config, DINOConfig, SimCLRConfig, SupervisedConfig
 from pretrainlab.data.formats.imagefolder import ImageFolderDataset, find_classes
 from pretrainlab.data.synthetic import synthetic_is_complete, write_synthetic_dataset
-from pretrainlab.data.transforms.views import EvalView, MultiCropViews, TwoViews
+from pretrainlab.data.train_data import EpochSampler, TrainData
+from pretrainlab.data.transforms.views import EvalView
+
+if TYPE_CHECKING:
+    from pretrainlab.config.schema import Config
 
 log = logging.getLogger(__name__)
-
-
-class EpochSampler(Sampler[tuple[int, int]]):
-    """Yields (epoch, index) pairs; the permutation depends only on (seed, epoch).
-
-    Lightning calls `set_epoch` at the start of every epoch.
-    """
-
-    def __init__(self, num_samples: int, seed: int, shuffle: bool = True) -> None:
-        self.num_samples = num_samples
-        self.seed = seed
-        self.shuffle = shuffle
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return self.num_samples
-
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        if self.shuffle:
-            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-            order = torch.randperm(self.num_samples, generator=generator).tolist()
-        else:
-            order = list(range(self.num_samples))
-        return iter((self.epoch, index) for index in order)
 
 
 class SeededViewsDataset(Dataset):
@@ -83,35 +60,6 @@ def ensure_dataset(config: Config) -> None:
             raise FileNotFoundError(f"data.root={data.root}: folder '{sub}' not found")
 
 
-def make_views_transform(config: Config) -> Callable[[np.ndarray], Any]:
-    method, data = config.method, config.data
-    if isinstance(method, DINOConfig):
-        crops = method.crops
-        return MultiCropViews(**crops.model_dump(), mean=data.mean, std=data.std)
-    if isinstance(method, SimCLRConfig):
-        return TwoViews(**method.views.model_dump(), mean=data.mean, std=data.std)
-    if isinstance(method, SupervisedConfig):  # one labelled view: a single DINO global crop
-        view = method.view
-        return MultiCropViews(
-            num_global=1,
-            num_local=0,
-            global_size=view.size,
-            global_scale=view.scale,
-            brightness=view.brightness,
-            contrast=view.contrast,
-            saturation=view.saturation,
-            hue=view.hue,
-            color_jitter_p=view.color_jitter_p,
-            grayscale_p=view.grayscale_p,
-            global_blur_p=(view.blur_p, view.blur_p),
-            solarize_p=0.0,
-            flip_p=view.flip_p,
-            mean=data.mean,
-            std=data.std,
-        )
-    raise ValueError(f"no views for method '{method.name}'")
-
-
 def dataset_num_classes(config: Config) -> int:
     """Classes of the training set: `data.synthetic.num_classes`, else the class folders of `data.train_dir`."""
     data = config.data
@@ -123,20 +71,13 @@ def dataset_num_classes(config: Config) -> int:
     return len(find_classes(train_dir))
 
 
-def build_pretrain_loader(config: Config) -> DataLoader:
-    """Batches ([(B, C, H_v, W_v) per view], labels (B,)) of the training set, augmented by the method's views."""
+def views_train_data(config: Config, make_views: Callable[[np.ndarray], Any]) -> TrainData:
+    """The training images of `data.train_dir` as (views, label) samples, augmented by `make_views`."""
     data = config.data
-    images = ImageFolderDataset(data.root / data.train_dir, in_memory=data.in_memory)
-    dataset = SeededViewsDataset(images, make_views_transform(config), config.seed)
-    return DataLoader(
-        dataset,
-        batch_size=data.batch_size,
-        sampler=EpochSampler(len(dataset), config.seed),
-        num_workers=data.num_workers,
-        collate_fn=collate_views,
-        drop_last=True,
-        persistent_workers=data.num_workers > 0,
-    )
+    images = ImageFolderDataset(data.root / data.train_dir, in_memory=data.in_memory, **data.read_options())
+    dataset = SeededViewsDataset(images, make_views, config.seed)
+    return TrainData(dataset, EpochSampler(len(dataset), config.seed), collate_views, data.batch_size,
+                     data.num_workers, description=str(data.root / data.train_dir))  # fmt: skip
 
 
 def collate_views(samples: list[tuple[list[Tensor], int]]) -> tuple[list[Tensor], Tensor]:
@@ -150,9 +91,10 @@ def collate_views(samples: list[tuple[list[Tensor], int]]) -> tuple[list[Tensor]
 def build_eval_loaders(config: Config) -> tuple[DataLoader, DataLoader]:
     """Train (bank) and val loaders of un-augmented images for feature evaluation."""
     data = config.data
-    view = EvalView(size=data.image_size, mean=data.mean, std=data.std)
+    mean, std = data.mean_std
+    view = EvalView(size=data.image_size, mean=mean, std=std)
     loaders = []
     for sub in (data.train_dir, data.val_dir):
-        dataset = ImageFolderDataset(data.root / sub, transform=view, in_memory=data.in_memory)
+        dataset = ImageFolderDataset(data.root / sub, transform=view, in_memory=data.in_memory, **data.read_options())
         loaders.append(DataLoader(dataset, batch_size=data.eval_batch_size, num_workers=data.num_workers))
     return loaders[0], loaders[1]

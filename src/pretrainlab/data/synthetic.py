@@ -3,7 +3,7 @@ without a download (DESIGN.md, "Embedded default").
 
 Layout under `out/`:
 
-    classification/{train,val}/<class>/<idx>.png        ImageFolder; one large shape per image
+    classification/{train,val}/<class>/<idx>.png        ImageFolder; one large shape per image (see below)
     classification/classes.json                         {"classes": [...]}
     segmentation/images/{training,validation}/<idx>.jpg       ADE20k layout
     segmentation/annotations/{training,validation}/<idx>.png  uint8; 0 = other, v in 1..C = classes[v-1]
@@ -11,6 +11,13 @@ Layout under `out/`:
     segmentation/depth/{training,validation}/<idx>.png        uint16 depth in millimetres
     segmentation/classes.json                           classes, palette, stuff/thing names
     synthetic_complete.json                             written last: the parameters (see `synthetic_is_complete`)
+
+`classification_format` sets how classification images are stored: `"rgb8"` (the default)
+as 8-bit RGB PNGs; `"gray16"` as 16-bit single-channel PNGs, like a thermal camera's: the ITU-R
+601 luminance of the rendered image mapped into the narrow band `GRAY16_BAND` of raw values
+(20000..28000, of 0..65535) plus Gaussian sensor noise (sigma `GRAY16_NOISE`), so reading them
+with `uint16_scaling="window", intensity_window=GRAY16_BAND` gives the full 0..255 range where
+`"full"` would give about 78..109.
 
 Classification images follow the recipe that was measured to be learnable by SSL at
 32 px: ONE large shape (diameter 60-90 % of the image) at a random position, rotation
@@ -43,6 +50,7 @@ import zipfile
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 import cv2
 import numpy as np
@@ -51,6 +59,12 @@ log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 4
 MARKER_NAME = "synthetic_complete.json"
+ClassificationFormat = Literal["rgb8", "gray16"]
+CLASSIFICATION_FORMATS: tuple[str, ...] = ("rgb8", "gray16")
+GRAY16_BAND: tuple[int, int] = (20000, 28000)  # raw values of luminance 0 and 255
+GRAY16_NOISE = 20.0  # standard deviation of the sensor noise, raw values (0.64 grey levels across the band)
+# Parameters added to the marker after format 4 was first written, with the value an older marker means.
+_MARKER_DEFAULTS: dict[str, object] = {"classification_format": "rgb8"}
 SHAPE_CLASSES: tuple[str, ...] = (
     "circle", "square", "triangle", "cross", "ring", "star", "bar", "diamond", "crescent", "arrow",
 )  # fmt: skip
@@ -121,6 +135,7 @@ class SyntheticSummary:
     num_seg_val: int
     classification_classes: list[str]
     segmentation_classes: list[str]
+    classification_format: ClassificationFormat
     format_version: int
     seconds: float
 
@@ -355,6 +370,16 @@ def render_segmentation_scene(rng: np.random.Generator, num_classes: int, size: 
     }
 
 
+def to_gray16(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
+    """Sensor-like 16-bit version of an RGB uint8 (S, S, 3) image: (S, S) uint16, luminance 0..255 mapped
+    linearly onto `GRAY16_BAND` plus Gaussian noise of sigma `GRAY16_NOISE` (see the module docstring)."""
+    luminance = image.astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)  # (S, S)
+    low, high = GRAY16_BAND
+    raw = low + luminance * np.float32((high - low) / 255.0)
+    raw += rng.standard_normal(raw.shape, dtype=np.float32) * np.float32(GRAY16_NOISE)
+    return np.clip(np.rint(raw), 0, 65535).astype(np.uint16)
+
+
 def _encode(extension: str, image: np.ndarray, params: tuple[int, ...] = ()) -> bytes:
     if image.ndim == 3:
         image = image[:, :, ::-1]  # RGB -> BGR for OpenCV
@@ -385,6 +410,7 @@ class _Task:
     seed: int
     num_classes: int
     size: int
+    classification_format: ClassificationFormat
 
 
 def _run_task(task: _Task) -> int:
@@ -396,6 +422,8 @@ def _run_task(task: _Task) -> int:
         if task.kind == "classification":
             label = index % task.num_classes
             image, _ = render_classification_image(rng, label, task.size)
+            if task.classification_format == "gray16":
+                image = to_gray16(rng, image)
             path = task.root / "classification" / task.split / SHAPE_CLASSES[label] / f"{name}.png"
             path.write_bytes(_encode(".png", image))
             continue
@@ -430,9 +458,10 @@ def _marker_parameters(summary: SyntheticSummary) -> dict[str, object]:
     return parameters
 
 
-def synthetic_is_complete(out: Path | str, **expected: int) -> bool:
+def synthetic_is_complete(out: Path | str, **expected: int | str) -> bool:
     """True when `out` holds a finished generation (its marker is written last) of the current
-    format, and every parameter given in `expected` (e.g. `seed=0, num_train=20000`) matches."""
+    format, and every parameter given in `expected` (e.g. `seed=0, num_train=20000`,
+    `classification_format="gray16"`) matches."""
     marker = Path(out) / MARKER_NAME
     if not marker.is_file():
         return False
@@ -442,6 +471,7 @@ def synthetic_is_complete(out: Path | str, **expected: int) -> bool:
         return False
     if recorded.get("format_version") != FORMAT_VERSION:
         return False
+    recorded = {**_MARKER_DEFAULTS, **recorded}
     unknown = set(expected) - set(recorded)
     if unknown:
         raise ValueError(f"unknown synthetic parameter(s) {sorted(unknown)}; known: {sorted(recorded)}")
@@ -459,9 +489,13 @@ def write_synthetic_dataset(
     seg_image_size: int = 64,
     num_seg_train: int = 1000,
     num_seg_val: int = 200,
+    classification_format: ClassificationFormat = "rgb8",
     workers: int = 2,
 ) -> SyntheticSummary:
     """Write the classification and segmentation datasets under `out` (see the module docstring).
+
+    `classification_format`: `"rgb8"` (8-bit RGB PNGs) or `"gray16"` (16-bit single-channel PNGs in
+    the raw band `GRAY16_BAND`); the segmentation images do not depend on it.
 
     Any earlier `classification/` and `segmentation/` folders under `out` are removed first;
     the marker `synthetic_complete.json` is written last, so an interrupted run is detected by
@@ -474,6 +508,10 @@ def write_synthetic_dataset(
     for name, count in counts.items():
         _check(name, count, 0)
     _check("workers", workers, 1)
+    if classification_format not in CLASSIFICATION_FORMATS:
+        raise ValueError(
+            f"classification_format={classification_format!r} is not valid; expected one of {CLASSIFICATION_FORMATS}"
+        )
     root = Path(out)
     started = time.perf_counter()
     (root / MARKER_NAME).unlink(missing_ok=True)
@@ -507,7 +545,8 @@ def write_synthetic_dataset(
     ]
     for kind, split, count, size, chunk in plan:
         for start in range(0, count, chunk):
-            tasks.append(_Task(root, kind, split, start, min(start + chunk, count), seed, num_classes, size))
+            stop = min(start + chunk, count)
+            tasks.append(_Task(root, kind, split, start, stop, seed, num_classes, size, classification_format))
     if workers == 1:
         written = sum(_run_task(task) for task in tasks)
     else:
@@ -516,7 +555,8 @@ def write_synthetic_dataset(
     summary = SyntheticSummary(
         root=str(root), seed=seed, num_classes=num_classes, image_size=image_size, num_train=num_train, num_val=num_val,
         seg_image_size=seg_image_size, num_seg_train=num_seg_train, num_seg_val=num_seg_val,
-        classification_classes=classes, segmentation_classes=seg_classes, format_version=FORMAT_VERSION,
+        classification_classes=classes, segmentation_classes=seg_classes,
+        classification_format=classification_format, format_version=FORMAT_VERSION,
         seconds=time.perf_counter() - started,
     )  # fmt: skip
     (root / MARKER_NAME).write_text(json.dumps(_marker_parameters(summary), indent=1))

@@ -1,31 +1,31 @@
-"""`checkpoints/last.ckpt`, written atomically at every epoch end.
+"""Checkpoint files of the engine: written atomically, read safely.
 
-The file is written to a temporary name and renamed, so a run killed while saving
-keeps its previous checkpoint intact.
+Writes go to a temporary file that is fsynced and renamed, so a run killed while saving
+keeps its previous checkpoint intact. Reads (Lightning's resume included) use
+`weights_only=True` through `run_dir.load_checkpoint`: a checkpoint with code in it is refused.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import lightning as L
-import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from pretrainlab.run_dir import load_checkpoint, save_checkpoint
 
-class AtomicCheckpointIO(TorchCheckpointIO):
+
+class SafeCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(path.name + ".tmp")
-        torch.save(checkpoint, temporary)
-        os.replace(temporary, path)
+        save_checkpoint(checkpoint, Path(path))
+
+    def load_checkpoint(self, path: str | Path, map_location: Any = None, weights_only: bool | None = None) -> dict:
+        return load_checkpoint(Path(path), map_location or "cpu")
 
 
 class LastCheckpoint(L.Callback):
-    """Save `last.ckpt` after every training epoch (Lightning resumes exactly from epoch ends)."""
+    """Save `path` after every training epoch (Lightning resumes exactly from epoch ends)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path

@@ -1,14 +1,14 @@
-"""A Lightning logger writing `metrics.jsonl`: one JSON object per log step or evaluation."""
+"""A Lightning logger writing a JSONL metrics file: one JSON object per log step or evaluation."""
 
 from __future__ import annotations
 
-import json
-import math
 from pathlib import Path
 from typing import Any
 
 from lightning.pytorch.loggers.logger import Logger, rank_zero_experiment
 from lightning.pytorch.utilities import rank_zero_only
+
+from pretrainlab.run_dir import append_jsonl, truncate_jsonl
 
 
 class JsonlLogger(Logger):
@@ -18,9 +18,8 @@ class JsonlLogger(Logger):
     def __init__(self, path: Path, resume_step: int | None = None) -> None:
         super().__init__()
         self.path = path
-        if resume_step is not None and path.exists():
-            kept = [line for line in path.read_text().splitlines() if json.loads(line).get("step", 0) <= resume_step]
-            path.write_text("".join(line + "\n" for line in kept))
+        if resume_step is not None and rank_zero_only.rank == 0:
+            truncate_jsonl(path, resume_step)
 
     @property
     def name(self) -> str:
@@ -41,19 +40,8 @@ class JsonlLogger(Logger):
 
     @rank_zero_only
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
-        record = {"step": step}
-        record.update({k: _plain(v) for k, v in metrics.items()})
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a") as file:
-            file.write(json.dumps(record) + "\n")
+        append_jsonl(self.path, {"step": step, **{k: _plain(v) for k, v in metrics.items()}})
 
 
 def _plain(value: Any) -> Any:
-    value = float(value) if hasattr(value, "__float__") else value
-    return None if isinstance(value, float) and not math.isfinite(value) else value
-
-
-def read_metrics(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return float(value) if hasattr(value, "__float__") else value

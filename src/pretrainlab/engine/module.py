@@ -2,22 +2,27 @@
 
 Manual optimisation keeps the whole step visible in one place: set lr / weight decay
 from the schedules, sum the `loss*` entries (weighted by the method; logged as
-`train/objective`), backward, per-parameter clipping, drop
-the gradients of frozen parameters, optimizer step, then the method's post-step work
-(EMA teacher).
+`train/objective`), backward, per-parameter clipping, drop the gradients of frozen
+parameters, optimizer step, then the method's post-step work (EMA teacher).
+
+Schedules are built when training starts, from the number of batches *this process*
+runs per epoch and the number of processes (`make_schedules(steps_per_epoch, world_size)`),
+so they end with the run on any number of devices.
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
+from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
 from torch import Tensor
 
-from pretrainlab.config.schema import OptimConfig
 from pretrainlab.engine.optim import (
+    OptimConfig,
     build_optimizer,
     clip_gradients_per_parameter,
     set_lr_and_weight_decay,
@@ -25,30 +30,44 @@ from pretrainlab.engine.optim import (
 from pretrainlab.engine.schedules import Schedules
 from pretrainlab.methods.base import Method
 
+MakeSchedules = Callable[[int, int], Schedules]  # (steps per epoch per process, world size) -> Schedules
 
-class PretrainModule(L.LightningModule):
+
+def to_channels_last(batch: Any) -> Any:
+    """Every 4-D tensor of a (nested list / tuple) batch in channels-last memory format."""
+    if isinstance(batch, Tensor):
+        return batch.contiguous(memory_format=torch.channels_last) if batch.ndim == 4 else batch
+    if isinstance(batch, list | tuple):
+        return type(batch)(to_channels_last(item) for item in batch)
+    return batch
+
+
+class EngineModule(L.LightningModule):
     def __init__(
-        self, method: Method, optim: OptimConfig, schedules: Schedules, *, channels_last: bool = False
+        self, method: Method, optim: OptimConfig, make_schedules: MakeSchedules, *, channels_last: bool = False
     ) -> None:
         super().__init__()
         self.channels_last = channels_last
         self.method = method.to(memory_format=torch.channels_last) if channels_last else method
         self.optim_config = optim
-        self.schedules = schedules
+        self.make_schedules = make_schedules
+        self.schedules: Schedules | None = None
         self.automatic_optimization = False
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return build_optimizer(self.method, self.optim_config)
 
-    def training_step(self, batch: tuple[list[Tensor], Tensor], batch_idx: int) -> Tensor:
-        views, labels = batch
+    def on_train_start(self) -> None:
+        self.schedules = self.make_schedules(int(self.trainer.num_training_batches), self.trainer.world_size)
+
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         if self.channels_last:
-            views = [view.contiguous(memory_format=torch.channels_last) for view in views]
+            batch = to_channels_last(batch)
         step = self.schedules.at(self.global_step)
         optimizer = self.optimizers()
         set_lr_and_weight_decay(optimizer.optimizer, step.lr, step.weight_decay)
 
-        outputs = self.method.training_step(views, step, labels)
+        outputs = self.method.training_step(batch, step)
         loss = sum(value for key, value in outputs.items() if key.startswith("loss"))
         if not torch.isfinite(loss):
             raise FloatingPointError(f"loss is {loss.item()} at iteration {step.iteration}; stopping")
@@ -63,7 +82,8 @@ class PretrainModule(L.LightningModule):
         self.method.after_optimizer_step(step)
 
         logged = {key: value.detach().float() for key, value in outputs.items()}
-        logged.update(objective=loss.detach(), lr=torch.tensor(step.lr), weight_decay=torch.tensor(step.weight_decay))
+        scheduled = {"lr": step.lr, "weight_decay": step.weight_decay, **step.values}
+        logged.update(objective=loss.detach(), **{k: torch.tensor(v) for k, v in scheduled.items()})
         self.log_dict({f"train/{k}": v for k, v in logged.items()}, prog_bar=False, on_step=True)
         self.log("loss", logged["objective"], prog_bar=True, on_step=True, logger=False)
         return loss.detach()

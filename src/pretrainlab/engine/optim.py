@@ -11,12 +11,33 @@ per-iteration schedule sets its lr and decay.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Literal
 
+import numpy as np
 import torch
+from pydantic import Field
 from torch import nn
 
-from pretrainlab.config.schema import OptimConfig
+from pretrainlab.config.component import Strict
 from pretrainlab.engine.freeze import check_patterns, matches
+from pretrainlab.engine.schedules import cosine_schedule
+
+class OptimConfig(Strict):
+    """Optimizer and its lr / weight-decay schedule (cosine with linear warm-up, per iteration)."""
+
+    name: Literal["adamw", "sgd", "lars"] = "adamw"
+    lr: float = Field(5e-4, gt=0.0, description="peak lr for a batch of 256; scaled linearly by batch/256")
+    min_lr: float = Field(1e-6, ge=0.0)
+    warmup_epochs: float = Field(1.0, ge=0.0)
+    weight_decay: float = Field(0.04, ge=0.0)
+    weight_decay_end: float = Field(0.4, ge=0.0)
+    momentum: float = Field(0.9, ge=0.0, lt=1.0, description="SGD / LARS momentum")
+    clip_grad: float | None = Field(3.0, gt=0.0, description="per-parameter grad-norm clip (DINO); null = off")
+    scale_lr_with_batch: bool = True
+    lr_multipliers: dict[str, float] = Field(
+        default_factory=dict, description="lr factor per parameter pattern, e.g. {head: 10.0}; longest match wins"
+    )
+
 
 NO_DECAY_NAMES = ("pos_embed", "cls_token", "reg_token", "mask_token")
 FUSED_ADAMW_DEVICES = ("cpu", "cuda")
@@ -52,11 +73,9 @@ def param_groups(model: nn.Module, lr_multipliers: Mapping[str, float] | None = 
     return [groups[key] for key in sorted(groups, key=lambda key: (key[0], not key[1]))]
 
 
-def build_optimizer(
-    model: nn.Module, config: OptimConfig, lr_multipliers: Mapping[str, float] | None = None
-) -> torch.optim.Optimizer:
-    """The optimizer over `param_groups(model, lr_multipliers)`; lr and decay are set per iteration."""
-    groups = param_groups(model, lr_multipliers)
+def build_optimizer(model: nn.Module, config: OptimConfig) -> torch.optim.Optimizer:
+    """The optimizer over `param_groups(model, config.lr_multipliers)`; lr and decay are set per iteration."""
+    groups = param_groups(model, config.lr_multipliers)
     if not groups:
         raise ValueError("no trainable parameters: everything is frozen")
     if config.name == "adamw":
@@ -93,3 +112,18 @@ def clip_gradients_per_parameter(model: nn.Module, max_norm: float) -> None:
     norms = torch._foreach_norm(grads)
     scales = [torch.clamp(max_norm / (n + 1e-6), max=1.0) for n in norms]
     torch._foreach_mul_(grads, scales)
+
+
+def cosine_lr_and_weight_decay(
+    config: OptimConfig, *, total_iters: int, steps_per_epoch: int, global_batch_size: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-iteration lr (linear warm-up over `warmup_epochs`, then cosine to `min_lr`) and weight
+    decay (cosine from `weight_decay` to `weight_decay_end`), each of shape (total_iters,).
+
+    With `scale_lr_with_batch` the peak lr is `lr * global_batch_size / 256`, the batch summed over
+    every process (linear scaling rule, Goyal et al. 2017).
+    """
+    peak_lr = config.lr * global_batch_size / 256 if config.scale_lr_with_batch else config.lr
+    warmup = int(config.warmup_epochs * steps_per_epoch)
+    lr = cosine_schedule(peak_lr, config.min_lr, total_iters, warmup_iters=warmup)
+    return lr, cosine_schedule(config.weight_decay, config.weight_decay_end, total_iters)

@@ -1,16 +1,19 @@
-"""Per-iteration schedules, precomputed once (as in DINO / DINOv2): lr, weight decay,
-teacher momentum and teacher temperature. Methods receive the values of the current
-iteration as arguments and never read a config.
+"""Per-iteration schedules, precomputed once (as in DINO / DINOv2).
+
+The engine owns the lr and weight-decay schedules; a method asks for its own (DINO: teacher
+momentum and temperature) by name, and its step receives the values of the current
+iteration in `StepValues` — it never reads a config. Schedules are built from the number
+of steps *per rank* (the engine knows it once the sharded loader exists), so a run on N
+processes reaches the end of every schedule at its last step.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import numpy as np
-
-from pretrainlab.config.schema import Config, DINOConfig
 
 
 def cosine_schedule(
@@ -54,23 +57,35 @@ def poly_schedule(
 
 @dataclass(frozen=True)
 class StepValues:
-    """Schedule values for one training iteration."""
+    """Schedule values for one training iteration: the engine's lr / weight decay and the
+    method's own schedules (`step["teacher_momentum"]`)."""
 
     iteration: int
     epoch: int
     lr: float
     weight_decay: float
-    teacher_momentum: float
-    teacher_temp: float
+    values: Mapping[str, float] = field(default_factory=dict)
+
+    def __getitem__(self, name: str) -> float:
+        if name not in self.values:
+            raise KeyError(f"no schedule '{name}' at this step; the method asked for: {', '.join(self.values) or 'none'}")
+        return self.values[name]
 
 
 @dataclass
 class Schedules:
+    """Per-iteration arrays of equal length (total iterations of the run, per rank)."""
+
     steps_per_epoch: int
     lr: np.ndarray
     weight_decay: np.ndarray
-    teacher_momentum: np.ndarray
-    teacher_temp: np.ndarray
+    values: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        lengths = {name: len(array) for name, array in {"weight_decay": self.weight_decay, **self.values}.items()}
+        bad = {name: n for name, n in lengths.items() if n != len(self.lr)}
+        if bad:
+            raise ValueError(f"schedules differ in length from lr ({len(self.lr)}): {bad}")
 
     @property
     def total_iters(self) -> int:
@@ -83,31 +98,8 @@ class Schedules:
             epoch=iteration // self.steps_per_epoch,
             lr=float(self.lr[i]),
             weight_decay=float(self.weight_decay[i]),
-            teacher_momentum=float(self.teacher_momentum[i]),
-            teacher_temp=float(self.teacher_temp[i]),
+            values={name: float(array[i]) for name, array in self.values.items()},
         )
 
-
-def build_schedules(config: Config, steps_per_epoch: int, world_size: int = 1) -> Schedules:
-    """All schedules of a run; the peak lr is scaled by the global batch / 256 when asked."""
-    optim, epochs = config.optim, config.engine.max_epochs
-    total = epochs * steps_per_epoch
-    peak_lr = optim.lr
-    if optim.scale_lr_with_batch:
-        peak_lr *= config.data.batch_size * world_size / 256
-    lr = cosine_schedule(peak_lr, optim.min_lr, total, warmup_iters=int(optim.warmup_epochs * steps_per_epoch))
-    weight_decay = cosine_schedule(optim.weight_decay, optim.weight_decay_end, total)
-    method = config.method
-    if isinstance(method, DINOConfig):
-        momentum = cosine_schedule(method.momentum_teacher, 1.0, total)
-        warmup = method.warmup_teacher_temp_epochs * steps_per_epoch
-        teacher_temp = np.concatenate(
-            [
-                np.linspace(method.warmup_teacher_temp, method.teacher_temp, warmup),
-                np.full(total - warmup, method.teacher_temp),
-            ]
-        )
-    else:
-        momentum = np.ones(total)
-        teacher_temp = np.ones(total)
-    return Schedules(steps_per_epoch, lr, weight_decay, momentum, teacher_temp)
+    def last(self) -> StepValues:
+        return self.at(self.total_iters - 1)

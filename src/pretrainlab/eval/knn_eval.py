@@ -3,20 +3,29 @@ Lightning callback that runs it during pretraining (pretrained and random-init).
 
 from __future__ import annotations
 
-import json
 import logging
-from pathlib import Path
 from typing import Any
 
 import lightning as L
 from torch.utils.data import DataLoader, Subset
 
-from pretrainlab.config.schema import KNNConfig
+from pydantic import Field
+
+from pretrainlab.config.component import Strict
 from pretrainlab.eval.knn import knn_classify
 from pretrainlab.eval.pooled_features import PooledFeatures, extract_pooled_features
 from pretrainlab.models.backbones.base import Backbone
 
 log = logging.getLogger(__name__)
+
+
+class KNNConfig(Strict):
+    """Weighted kNN on pooled features (DINO protocol); `every_n_epochs` adds a check during pretraining."""
+
+    ks: list[int] = Field(default_factory=lambda: [10, 20, 100, 200])
+    temperature: float = Field(0.07, gt=0.0)
+    every_n_epochs: int = Field(0, ge=0, description="evaluate during pretraining every K epochs; 0 = end only")
+    max_train_samples: int | None = Field(None, ge=1, description="train bank subset for periodic evaluations")
 
 
 def evaluate_knn(
@@ -64,46 +73,20 @@ def knn_scores(features: PooledFeatures, config: KNNConfig) -> dict[str, Any]:
     }
 
 
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(data, indent=2))
-    temporary.replace(path)
-
-
 class KNNEvalCallback(L.Callback):
-    """Evaluates the method's eval backbone every `every_n_epochs` (and the random init once, before step 0)."""
+    """kNN of the method's eval backbone every `every_n_epochs` during pretraining (5k-image bank by default),
+    logged as `eval/knn_top1` with its epoch; rank 0 evaluates, the other processes go on."""
 
-    def __init__(
-        self,
-        train_loader: DataLoader,
-        val_loader: DataLoader,
-        config: KNNConfig,
-        eval_dir: Path,
-        *,
-        random_init_baseline: bool,
-    ) -> None:
+    def __init__(self, train_loader: DataLoader, val_loader: DataLoader, config: KNNConfig) -> None:
         self.train_loader = train_loader
         self.val_loader = val_loader
         self.config = config
-        self.eval_dir = eval_dir
-        self.random_init_baseline = random_init_baseline
-
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        path = self.eval_dir / "knn_random_init.json"
-        if not self.random_init_baseline or path.exists() or trainer.global_step > 0:
-            return
-        scores = evaluate_knn(pl_module.method.eval_backbone(), self.train_loader, self.val_loader, self.config)
-        log.info("kNN top-1 of the random init: %.2f", scores["top1"])
-        if trainer.is_global_zero:
-            write_json(path, scores)
-        self._log(trainer, {"eval/knn_top1_random_init": scores["top1"]})
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         every = self.config.every_n_epochs
         epoch = trainer.current_epoch + 1
-        if every == 0 or epoch % every != 0 or epoch == trainer.max_epochs:
-            return  # the final evaluation (full bank) runs after training
+        if every == 0 or epoch % every != 0 or epoch == trainer.max_epochs or not trainer.is_global_zero:
+            return  # the evaluation at the end of a pretraining phase is a study phase (`knn`)
         scores = evaluate_knn(
             pl_module.method.eval_backbone(),
             self.train_loader,
@@ -112,9 +95,5 @@ class KNNEvalCallback(L.Callback):
             max_train_samples=self.config.max_train_samples,
         )
         log.info("epoch %d kNN top-1 %.2f", epoch, scores["top1"])
-        self._log(trainer, {"eval/knn_top1": scores["top1"], "epoch": epoch})
-
-    @staticmethod
-    def _log(trainer: L.Trainer, metrics: dict[str, float]) -> None:
         for logger in trainer.loggers:
-            logger.log_metrics(metrics, step=trainer.global_step)
+            logger.log_metrics({"eval/knn_top1": scores["top1"], "epoch": epoch}, step=trainer.global_step)

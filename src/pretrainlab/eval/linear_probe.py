@@ -18,10 +18,19 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from pretrainlab.config.schema import LinearProbeConfig
+from pydantic import Field
+
+from pretrainlab.config.component import Strict
 from pretrainlab.eval.pooled_features import PooledFeatures
 
 log = logging.getLogger(__name__)
+
+
+class LinearProbeConfig(Strict):
+    """Linear probe on frozen, standardised pooled features (`eval/linear_probe.py`), after pretraining."""
+
+    max_iter: int = Field(100, ge=1, description="L-BFGS iterations (full batch)")
+    weight_decay: float = Field(1e-4, ge=0.0, description="L2 penalty on the weights, added to the mean loss")
 
 
 @dataclass(frozen=True)

@@ -1,20 +1,7 @@
 """Semantic-segmentation finetuning and evaluation of a backbone (W5, MMSegmentation semantics).
 
-    finetune_segmentation(backbone, config)   trains a head (and the backbone in `full` mode)
-    evaluate_segmentor(segmentor, val, ...)   whole / slide inference, SegmentationMetric
-
-What trains is decided by `engine/freeze.py` (mode `frozen`: `head.*`; `full`: all, minus
-`freeze` patterns); the optimizer (`engine/optim.py`) sees only those parameters, with lr
-multipliers per pattern and no decay on norms / biases / position embeddings; the lr
-follows MMSeg's poly decay (`engine/schedules.py`). The loss is `segmentation_cross_entropy`
-at the padded crop size with ignore index 255 and the configured reduction.
-
-Fast path: with a frozen backbone and `augment: false` every training image is the same
-tensor at every iteration, so the maps the head reads are computed once per image and the
-head trains on them (`cache_backbone_maps`); maps the head does not read are replaced by
-empty (B, D_i, 0, 0) tensors. The result equals recomputing the maps (the frozen backbone
-runs in eval mode) except for the order of floating-point work. With augmentation, the
-frozen backbone runs every step under `no_grad`.
+    finetune_segmentation(backbone, config, train, out_dir)   the `SegFinetune` method on the engine
+    evaluate_segmentor(segmentor, val, ...)                    whole / slide inference, SegmentationMetric
 """
 
 from __future__ import annotations
@@ -22,39 +9,41 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from pretrainlab.config.schema import Config, OptimConfig
 from pretrainlab.data.formats.segmentation_datasets import SegmentationDataset
 from pretrainlab.data.transforms.seg_collate import (
     IGNORE_INDEX,
     collate_segmentation,
     pad_batch,
 )
-from pretrainlab.engine.freeze import TrainableSet, is_frozen, set_trainable_for_mode
-from pretrainlab.engine.optim import build_optimizer, set_lr_and_weight_decay
-from pretrainlab.engine.schedules import poly_schedule
+from pretrainlab.engine.freeze import TrainableSet, set_trainable_for_mode
+from pretrainlab.engine.trainer import fit
 from pretrainlab.eval.metrics import SegmentationMetric
 from pretrainlab.eval.segmentation_data import mean_std_255
 from pretrainlab.eval.segmentation_model import Segmentor
 from pretrainlab.eval.slide import resize_logits_to, slide_inference, whole_inference
-from pretrainlab.losses.cross_entropy import segmentation_cross_entropy
+from pretrainlab.methods.segmentation import SegFinetune, seg_train_data
 from pretrainlab.models.backbones.base import Backbone
-from pretrainlab.models.heads.seg_registry import build_seg_head
+from pretrainlab.models.heads.seg_base import build_seg_head
+from pretrainlab.run_dir import read_jsonl
+
+if TYPE_CHECKING:
+    from pretrainlab.config.schema import Config
 
 log = logging.getLogger(__name__)
-LOG_EVERY = 50
 
 
 @dataclass
 class TrainLog:
-    """What a finetuning did: iterations, seconds, losses every `LOG_EVERY` iterations, trainable set."""
+    """What a finetuning did: iterations, seconds, losses (iteration, value) as logged, trainable set."""
 
     iterations: int
     seconds: float
@@ -75,29 +64,6 @@ def build_segmentor(backbone: Backbone, config: Config, num_classes: int) -> Seg
     return Segmentor(backbone, head)
 
 
-def cache_backbone_maps(segmentor: Segmentor, dataset: SegmentationDataset, config: Config) -> tuple[list[Tensor], Tensor]:
-    """Maps the head reads, for every training sample, padded to the crop size like a training batch.
-
-    Returns:
-        maps [(N, D_i, H_i, W_i)] (empty (N, D_i, 0, 0) for maps the head does not read) and
-        labels (N, crop, crop) int64.
-    """
-    assert is_frozen(segmentor.backbone), "caching maps needs a frozen backbone"
-    device = next(segmentor.parameters()).device
-    seg, precision = config.eval.seg, config.engine.precision
-    loader = DataLoader(dataset, batch_size=seg.eval_batch_size, collate_fn=train_collate(config))
-    read = set(segmentor.head.map_indices)
-    chunks: list[list[Tensor]] = []
-    labels = []
-    segmentor.train()  # the frozen backbone stays in eval mode
-    with autocast(precision, device):
-        for images, batch_labels in loader:
-            maps = segmentor.backbone_maps(images.to(device))
-            chunks.append([m if i in read else m[:, :, :0, :0] for i, m in enumerate(maps)])
-            labels.append(batch_labels)
-    return [torch.cat(level) for level in zip(*chunks)], torch.cat(labels)
-
-
 def train_collate(config: Config) -> functools.partial[tuple[Tensor, Tensor]]:
     """Normalise (`data.mean` / `data.std`) and pad training samples to batches of the crop size."""
     seg = config.eval.seg
@@ -107,72 +73,28 @@ def train_collate(config: Config) -> functools.partial[tuple[Tensor, Tensor]]:
     )
 
 
-def _batches(
-    segmentor: Segmentor, dataset: SegmentationDataset, config: Config, generator: torch.Generator
-) -> tuple[Iterator[tuple[list[Tensor], Tensor]], bool]:
-    """An endless stream of (maps, labels) training batches, and whether maps are cached."""
-    seg, precision = config.eval.seg, config.engine.precision
-    device = next(segmentor.parameters()).device
-    batch_size = min(seg.batch_size, len(dataset))
-    if batch_size < seg.batch_size:
-        log.warning("eval.seg.batch_size=%d exceeds the %d training images; using %d", seg.batch_size,
-                    len(dataset), batch_size)  # fmt: skip
-    if is_frozen(segmentor.backbone) and not seg.augment:
-        maps, labels = cache_backbone_maps(segmentor, dataset, config)
-
-        def cached() -> Iterator[tuple[list[Tensor], Tensor]]:
-            while True:
-                index = torch.randperm(len(labels), generator=generator)[:batch_size]
-                yield [m[index] for m in maps], labels[index].to(device)
-
-        return cached(), True
-
-    loader = DataLoader(
-        dataset, batch_size=batch_size, shuffle=True, drop_last=True, generator=generator,
-        collate_fn=train_collate(config),
-    )  # fmt: skip
-
-    def live() -> Iterator[tuple[list[Tensor], Tensor]]:
-        while True:
-            for images, labels in loader:
-                with autocast(precision, device):
-                    maps = segmentor.backbone_maps(images.to(device))
-                yield maps, labels.to(device)
-
-    return live(), False
-
-
-def finetune(segmentor: Segmentor, dataset: SegmentationDataset, config: Config) -> TrainLog:
-    """Train `segmentor` on `dataset` for `eval.seg.iterations` iterations (in place)."""
-    seg, precision = config.eval.seg, config.engine.precision
+def finetune_segmentation(
+    backbone: Backbone, config: Config, train: SegmentationDataset, out_dir: Path, name: str
+) -> tuple[Segmentor, TrainLog]:
+    """A segmentor around `backbone` (modified in place in `full` mode), finetuned on `train` by the
+    engine for `eval.seg.iterations` iterations; metrics go to `<out_dir>/metrics_<name>.jsonl`."""
+    seg = config.eval.seg
+    segmentor = build_segmentor(backbone, config, train.num_classes)
     trainable = set_trainable_for_mode(segmentor, seg.mode, seg.freeze)
-    optimizer = build_optimizer(
-        segmentor, OptimConfig(name=seg.optimizer, lr=seg.lr, momentum=seg.momentum), seg.lr_multipliers
-    )
-    lrs = poly_schedule(seg.lr, seg.min_lr, seg.iterations, power=seg.poly_power, warmup_iters=seg.warmup_iters)
-    generator = torch.Generator().manual_seed(config.seed)
     torch.manual_seed(config.seed)  # the dataset's augmentation rng follows torch.initial_seed()
     started = time.perf_counter()
-    batches, cached = _batches(segmentor, dataset, config, generator)
-    segmentor.train()
-    device = next(segmentor.parameters()).device
-    log_ = TrainLog(seg.iterations, 0.0, cached, trainable)
-    for iteration in range(seg.iterations):
-        maps, labels = next(batches)
-        set_lr_and_weight_decay(optimizer, float(lrs[iteration]), seg.weight_decay)
-        with autocast(precision, device):
-            logits = segmentor.decode(maps, tuple(labels.shape[-2:]))  # (B, K, crop, crop)
-        loss = segmentation_cross_entropy(logits.float(), labels, avg_non_ignore=seg.avg_non_ignore)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if iteration % LOG_EVERY == 0 or iteration == seg.iterations - 1:
-            log_.losses.append((iteration, loss.item()))
-            log.debug("seg iteration %d loss %.4f lr %.2e", iteration, log_.losses[-1][1], lrs[iteration])
-    log_.seconds = time.perf_counter() - started
-    log.info("finetuned %s for %d iterations in %.1f s (cached maps: %s)", seg.head.name, seg.iterations,
-             log_.seconds, cached)  # fmt: skip
-    return log_
+    data, cached = seg_train_data(segmentor, train, seg, train_collate(config), seed=config.seed,
+                                  precision=config.engine.precision, num_workers=config.data.num_workers)  # fmt: skip
+    method = SegFinetune(segmentor, avg_non_ignore=seg.avg_non_ignore, uses_cached_maps=cached)
+    metrics_path = out_dir / f"metrics_{name}.jsonl"
+    metrics_path.unlink(missing_ok=True)
+    fit(method, data, optim=seg.optim(), make_schedules=seg.schedules, engine=config.engine, max_epochs=1,
+        metrics_path=metrics_path, logs_dir=out_dir / "logs" / name, checkpoint=None, channels_last=False)  # fmt: skip
+    seconds = time.perf_counter() - started
+    losses = [(int(m["step"]), float(m["train/loss"])) for m in read_jsonl(metrics_path) if "train/loss" in m]
+    log.info("finetuned %s for %d iterations in %.1f s (cached maps: %s)", seg.head.name, seg.iterations, seconds,
+             cached)  # fmt: skip
+    return segmentor, TrainLog(seg.iterations, seconds, cached, trainable, losses)
 
 
 def _val_collate(samples: list[tuple[Tensor, Tensor]]) -> tuple[Tensor, list[Tensor], list[tuple[int, int]]]:
@@ -211,9 +133,3 @@ def evaluate_segmentor(
             if len(examples) < num_examples:
                 examples.append(prediction.numpy())
     return metric, examples
-
-
-def finetune_segmentation(backbone: Backbone, config: Config, train: SegmentationDataset) -> tuple[Segmentor, TrainLog]:
-    """A segmentor around `backbone` (modified in place in `full` mode), finetuned on `train`."""
-    segmentor = build_segmentor(backbone, config, train.num_classes)
-    return segmentor, finetune(segmentor, train, config)

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from pretrainlab.config.schema import Config, SegFinetuneConfig
 from pretrainlab.data.formats.segmentation_datasets import (
     LAYOUTS,
     SegmentationDataset,
@@ -19,6 +19,10 @@ from pretrainlab.data.formats.segmentation_datasets import (
     find_ade20k_pairs,
 )
 from pretrainlab.data.transforms.seg_pipeline import SegTrainPipeline, SegValPipeline
+
+if TYPE_CHECKING:
+    from pretrainlab.config.schema import Config
+    from pretrainlab.methods.segmentation import SegFinetuneConfig
 
 
 def segmentation_root(config: Config) -> Path:
@@ -39,7 +43,8 @@ def dataset_layout(root: Path, layout: str) -> SegmentationLayout:
 
 def mean_std_255(config: Config) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """`data.mean` / `data.std` (fractions of 1, RGB) on the 0-255 scale of the segmentation pipelines."""
-    return tuple(255.0 * m for m in config.data.mean), tuple(255.0 * s for s in config.data.std)
+    mean, std = config.data.mean_std
+    return tuple(255.0 * m for m in mean), tuple(255.0 * s for s in std)
 
 
 def train_pipeline(config: Config) -> SegTrainPipeline:

@@ -1,9 +1,9 @@
-"""What a segmentation evaluation leaves in a run directory.
+"""What a segmentation evaluation leaves in its output folder (a study phase's, or `eval/`).
 
-    eval/seg.json               first backbone: summary (mIoU / mAcc / aAcc, %), per-class IoU / Acc, training, config
-    eval/seg_<name>.json        every further backbone (e.g. seg_random_init.json)
-    plots/seg_examples.png      image / label / prediction of each backbone, in the dataset palette
-    report.md                   a "## Semantic segmentation" section (replaced when present)
+    seg.json                    first backbone: summary (mIoU / mAcc / aAcc, %), per-class IoU / Acc, training, config
+    seg_<name>.json             every further backbone (e.g. seg_random_init.json)
+    seg_examples.png            image / label / prediction of each backbone, in the dataset palette
+and a "## Semantic segmentation" section of the run's report.md (replaced when present).
 
 Per-class values absent from labels and predictions are NaN in the metric and `null` in JSON.
 """
@@ -35,10 +35,6 @@ def seg_result(summary: dict[str, Any], class_names: tuple[str, ...], extra: dic
     }
     means = {key: _finite_or_none(summary[key]) for key in ("mIoU", "mAcc", "aAcc")}
     return {"summary": means, "per_class": per_class, **extra}
-
-
-def result_path(run_dir: Path, name: str, *, is_first: bool) -> Path:
-    return run_dir / "eval" / ("seg.json" if is_first else f"seg_{name}.json")
 
 
 def colourise(label: np.ndarray, palette: tuple[tuple[int, int, int], ...]) -> np.ndarray:
@@ -79,7 +75,7 @@ def _fmt(value: float | None) -> str:
     return "–" if value is None else f"{value:.2f}"
 
 
-def seg_report_section(results: dict[str, dict[str, Any]], plot_name: str | None) -> str:
+def seg_report_section(results: dict[str, dict[str, Any]], plot_path: str | None) -> str:
     """Markdown: summary per backbone, per-class IoU / Acc table, the examples figure."""
     names = list(results)
     first = results[names[0]]
@@ -110,8 +106,8 @@ def seg_report_section(results: dict[str, dict[str, Any]], plot_name: str | None
             values = results[name]["per_class"].get(class_name, {})
             cells += [_fmt(values.get("IoU")), _fmt(values.get("Acc"))]
         lines.append(f"| {class_name} | " + " | ".join(cells) + " |")
-    if plot_name:
-        lines += ["", f"![segmentation examples](plots/{plot_name})"]
+    if plot_path:
+        lines += ["", f"![segmentation examples]({plot_path})"]
     return "\n".join(lines) + "\n"
 
 

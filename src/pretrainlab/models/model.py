@@ -28,7 +28,7 @@ from torch.nn import functional as F
 
 from pretrainlab.models.backbones.base import Backbone, global_average
 from pretrainlab.models.heads.multi_task import MultiTaskHead
-from pretrainlab.models.necks.ppm import Neck
+from pretrainlab.models.necks.base import Neck
 
 
 class Model(nn.Module):

@@ -1,4 +1,4 @@
-"""What a finished run shows a person: plots/*.png and report.md from metrics.jsonl and eval/*.json."""
+"""What a finished study shows a person: plots/*.png and report.md from metrics.jsonl and its phases."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from pretrainlab.engine.jsonl_logger import read_metrics
+from pretrainlab.eval.segmentation_report import seg_report_section
+from pretrainlab.run_dir import RunDir, read_json
 
 
 def plot_loss(metrics: list[dict[str, Any]], path: Path) -> None:
@@ -49,20 +50,34 @@ def plot_knn(curve: list[tuple[int, float]], random_init: float | None, path: Pa
     plt.close(fig)
 
 
-def knn_curve(metrics: list[dict[str, Any]], final_epoch: int, final_top1: float | None) -> list[tuple[int, float]]:
+def knn_curve(metrics: list[dict[str, Any]], phases: list[dict[str, Any]]) -> list[tuple[int, float]]:
+    """kNN top-1 by epoch: the checks during pretraining (metrics) and the `knn` phases (these win)."""
     curve = [(int(m["epoch"]), float(m["eval/knn_top1"])) for m in metrics if m.get("eval/knn_top1") is not None]
-    if final_top1 is not None:
-        curve.append((final_epoch, final_top1))
+    curve += [(int(p["epoch"]), float(p["knn_top1"]["pretrained"])) for p in phases if p["kind"] == "knn"]
     return sorted(dict(curve).items())
 
 
-def write_run_report(run_dir: Path, summary: dict[str, Any]) -> Path:
-    """Plots and report.md of a run; `summary` is what summary.json holds."""
-    metrics = read_metrics(run_dir / "metrics.jsonl")
+def seg_section(run: RunDir, phases: list[dict[str, Any]]) -> str | None:
+    """The report section of the last `seg` phase, or None without one."""
+    seg_phases = [p for p in phases if p["kind"] == "seg"]
+    if not seg_phases:
+        return None
+    folder = run.path / "phases" / seg_phases[-1]["phase"]
+    results = {}
+    for path in sorted(folder.glob("seg*.json"), key=lambda p: p.name != "seg.json"):
+        result = read_json(path)
+        results[result["backbone"]] = result
+    return seg_report_section(results, seg_phases[-1].get("seg_examples")) if results else None
+
+
+def write_run_report(run: RunDir, summary: dict[str, Any]) -> Path:
+    """Plots and report.md of a study; `summary` is what summary.json holds."""
+    run_dir = run.path
+    metrics = run.read_metrics()
+    phases = summary.get("phases", [])
     knn = summary.get("knn_top1", {})
-    curve = knn_curve(metrics, summary.get("epochs", 0), knn.get("pretrained"))
-    plot_loss(metrics, run_dir / "plots" / "loss.png")
-    plot_knn(curve, knn.get("random_init"), run_dir / "plots" / "knn.png")
+    plot_loss(metrics, run.plots / "loss.png")
+    plot_knn(knn_curve(metrics, phases), knn.get("random_init"), run.plots / "knn.png")
 
     lines = [
         f"# Run `{run_dir.name}`",
@@ -92,9 +107,17 @@ def write_run_report(run_dir: Path, summary: dict[str, Any]) -> Path:
         "![knn](plots/knn.png)",
         "",
     ]
-    if (run_dir / "plots" / "tsne.png").exists():
-        lines += ["![t-SNE](plots/tsne.png)", ""]
-    lines += ["## Summary", "", "```json", json.dumps(summary, indent=2), "```", ""]
-    path = run_dir / "report.md"
-    path.write_text("\n".join(lines))
-    return path
+    if summary.get("tsne"):
+        lines += [f"![t-SNE]({summary['tsne']})", ""]
+    lines += ["## Phases", "", "| phase | epoch | result | seconds |", "|---|---:|---|---:|"]
+    for phase in phases:
+        shown = {k: v for k, v in phase.items() if k.endswith(("top1", "miou"))}
+        lines.append(f"| {phase['phase']} | {phase.get('epoch', '')} | {json.dumps(shown)} | {phase['seconds']:.0f} |")
+    lines.append("")
+    section = seg_section(run, phases)
+    if section:
+        lines += [section]
+    lines += ["## Summary", "", "```json", json.dumps({k: v for k, v in summary.items() if k != "phases"}, indent=2),
+              "```", ""]  # fmt: skip
+    run.report.write_text("\n".join(lines))
+    return run.report

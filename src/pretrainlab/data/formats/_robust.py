@@ -2,7 +2,8 @@
 
 A subclass implements `load(index)`; when it raises `BrokenSampleError` (or an
 `OSError` / `ValueError` from an image decoder) the sample is counted, logged once
-by path, and another index is drawn in its place.
+by path, and another index is drawn in its place. A `ChannelMismatchError` (a readable
+file whose channels do not fit the configured ones) is a configuration error and is raised.
 """
 
 from __future__ import annotations
@@ -19,6 +20,10 @@ log = logging.getLogger(__name__)
 
 class BrokenSampleError(Exception):
     """A sample whose file is missing, truncated or undecodable."""
+
+
+class ChannelMismatchError(ValueError):
+    """A readable file whose channel count does not fit the requested channels / channel policy."""
 
 
 class SkippingDataset(Dataset, abc.ABC):
@@ -42,7 +47,8 @@ class SkippingDataset(Dataset, abc.ABC):
 
     @abc.abstractmethod
     def load(self, index: int) -> Any:
-        """Load sample `index`; raise BrokenSampleError (or OSError/ValueError) when broken."""
+        """Load sample `index`; raise BrokenSampleError (or OSError/ValueError) when broken,
+        ChannelMismatchError when the file does not fit the configured channels."""
 
     def describe(self, index: int) -> str:
         """Human-readable name of sample `index` (a file path) for log messages."""
@@ -53,6 +59,8 @@ class SkippingDataset(Dataset, abc.ABC):
         for _ in range(self.max_retries):
             try:
                 return self.load(candidate)
+            except ChannelMismatchError:
+                raise
             except (BrokenSampleError, OSError, ValueError) as error:
                 if candidate not in self.broken_indices:
                     self.broken_indices.add(candidate)

@@ -11,7 +11,11 @@ Cityscapes (fine annotations, train ids made by cityscapesScripts' createTrainId
     root/gtFine/{train,val}/<city>/<name>_gtFine_labelTrainIds.png   0..18, 255 = ignore
 
 Images are decoded with OpenCV as HWC uint8 **BGR** (as MMSeg's `LoadImageFromFile`), labels
-with Pillow (as MMSeg's `LoadAnnotations`, which keeps palette PNG indices). With
+with Pillow (as MMSeg's `LoadAnnotations`, which keeps palette PNG indices). Other image
+channel counts (`channels` 1 or 4, BGR + X) and 16-bit scalings follow the rules of
+`pretrainlab.data.images.read_image` and are put in BGR(X) order; only the default (3
+channels, policy 'copy', scaling 'full') decodes exactly as MMSeg (`cv2.IMREAD_COLOR`, which
+also applies a JPEG's EXIF orientation, where `read_image` does not). With
 `reduce_zero_label` (the ADE20k default) label 0 becomes 255 and every other value v
 becomes v − 1. Broken or missing files are skipped and counted (`SkippingDataset`); label
 values outside [0, num_classes) ∪ {255} are a configuration error and raise `ValueError`.
@@ -22,7 +26,7 @@ from __future__ import annotations
 import io
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +38,13 @@ from PIL import Image
 
 from pretrainlab.data.formats._robust import BrokenSampleError, SkippingDataset
 from pretrainlab.data.formats.fast_decode import decode_gray_png, decode_jpeg_bgr
+from pretrainlab.data.images import (
+    Uint16Scaling,
+    check_channel_policy,
+    check_channels,
+    check_uint16_scaling,
+    read_image,
+)
 
 log = logging.getLogger(__name__)
 
@@ -225,6 +236,13 @@ def read_image_bgr(path: Path) -> np.ndarray:
     return image
 
 
+def rgb_to_bgr(image: np.ndarray) -> np.ndarray:
+    """(H, W, C) RGB(X) → BGR(X) (a contiguous copy) for C = 3 or 4; a 1-channel image is returned as is."""
+    if image.shape[2] == 1:
+        return image
+    return image[:, :, [2, 1, 0, 3][: image.shape[2]]]  # fancy indexing copies
+
+
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -259,7 +277,7 @@ def read_label(path: Path) -> np.ndarray:
 
 
 class SegmentationDataset(SkippingDataset):
-    """(image BGR uint8 (H, W, 3), label (H, W)) pairs of an ADE20k- or Cityscapes-layout folder.
+    """(image BGR(X) uint8 (H, W, channels), label (H, W)) pairs of an ADE20k- or Cityscapes-layout folder.
 
     Args:
         root: dataset root folder.
@@ -269,6 +287,8 @@ class SegmentationDataset(SkippingDataset):
             None returns the decoded arrays.
         reduce_zero_label: default from the layout (True for ADE20k, False for Cityscapes).
         subset: optional deterministic `SegmentationSubset`.
+        channels, channel_policy, uint16_scaling, intensity_window: how images are read (see
+            `pretrainlab.data.images.read_image` and the module docstring); the defaults decode as MMSeg.
 
     The transform's `rng` is one `np.random.Generator` per process, seeded from
     `torch.initial_seed()` (which DataLoader sets per worker and epoch), so runs with the
@@ -283,8 +303,20 @@ class SegmentationDataset(SkippingDataset):
         transform: Callable[[np.ndarray, np.ndarray, np.random.Generator], Any] | None = None,
         reduce_zero_label: bool | None = None,
         subset: SegmentationSubset | None = None,
+        *,
+        channels: int = 3,
+        channel_policy: str = "copy",
+        uint16_scaling: Uint16Scaling = "full",
+        intensity_window: Sequence[float] | None = None,
     ) -> None:
         super().__init__()
+        check_channels(channels)
+        check_channel_policy(channel_policy)
+        check_uint16_scaling(uint16_scaling, intensity_window)
+        self.channels = channels
+        self.channel_policy = channel_policy
+        self.uint16_scaling: Uint16Scaling = uint16_scaling
+        self.intensity_window = None if intensity_window is None else tuple(intensity_window)
         if not isinstance(layout, SegmentationLayout) and layout not in LAYOUTS:
             raise ValueError(f"unknown segmentation layout {layout!r}; known: {', '.join(sorted(LAYOUTS))}")
         self.layout = layout if isinstance(layout, SegmentationLayout) else LAYOUTS[layout]
@@ -319,15 +351,29 @@ class SegmentationDataset(SkippingDataset):
         return str(self.pairs[index][0])
 
     def load(self, index: int) -> tuple[Path, np.ndarray, np.ndarray]:
-        """Decode pair `index`: (label path, image (H, W, 3) BGR uint8, label (H, W), values unchecked)."""
+        """Decode pair `index`: (label path, image (H, W, channels) BGR(X) uint8, label (H, W), values unchecked)."""
         image_path, label_path = self.pairs[index]
-        image = read_image_bgr(image_path)
+        image = self._read_image(image_path)
         label = read_label(label_path)
         if label.shape != image.shape[:2]:
             raise BrokenSampleError(f"label {label_path} is {label.shape} but image {image_path} is {image.shape[:2]}")
         if self.reduce_zero_label:
             label = reduce_zero_label(label)
         return label_path, image, label
+
+    def _read_image(self, path: Path) -> np.ndarray:
+        """(H, W, channels) uint8 BGR(X): MMSeg's decode for the defaults, else `read_image` then BGR(X)."""
+        is_default = (self.channels, self.channel_policy, self.uint16_scaling) == (3, "copy", "full")
+        if is_default:
+            return read_image_bgr(path)
+        image = read_image(
+            path,
+            channels=self.channels,
+            channel_policy=self.channel_policy,
+            uint16_scaling=self.uint16_scaling,
+            intensity_window=self.intensity_window,
+        )
+        return rgb_to_bgr(image)
 
     def _generator(self) -> np.random.Generator:
         seed = torch.initial_seed()

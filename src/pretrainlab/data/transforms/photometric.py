@@ -1,4 +1,4 @@
-"""Photometric distortion of a BGR uint8 image, bit-identical to MMSegmentation 1.2.2.
+"""Photometric distortion of a BGR uint8 image, bit-identical to MMSegmentation 1.2.2 for 3 channels.
 
 `PhotoMetricDistortion` (SSD-style colour jitter, Liu et al., "SSD: Single Shot MultiBox
 Detector", ECCV 2016) as MMSegmentation applies it, read from its code:
@@ -10,6 +10,14 @@ Detector", ECCV 2016) as MMSegmentation applies it, read from its code:
 5. mode 0 applies contrast here (last): uint8(clip(float32(img)·α, 0, 255)), α ~ U(0.5, 1.5).
 
 Saturation and hue each make their own lossy HSV round trip. Every op truncates to uint8.
+
+Channels: images are (H, W, C) uint8 with C = 3 (BGR, as above), 4 (BGR + a 4th channel,
+e.g. depth or IR) or 1 (grey / thermal). The distortion acts on the colour channels, the
+first `COLOUR_CHANNELS` = 3 (all of a 1-channel image): a 4th channel is left as it is, by
+the HSV ops and by every value map (`apply_value_map`). A 1-channel image gets brightness and
+contrast only; saturation and hue are skipped. The parameters are drawn the same way whatever
+C is, so one seed gives the same draws (and the same random stream afterwards) for 1, 3 and 4
+channels.
 
 Speed: a uint8 input has 256 possible values, so brightness, contrast and the per-channel
 HSV edits are evaluated once per value with the very same float32 expression and applied
@@ -26,6 +34,8 @@ import cv2
 import numpy as np
 
 _VALUES = np.arange(256, dtype=np.float32)
+_IDENTITY = np.arange(256, dtype=np.uint8)
+COLOUR_CHANNELS = 3  # value maps and colour ops touch channels [0, 3); a 4th channel is left alone
 
 
 @dataclass(frozen=True)
@@ -71,6 +81,25 @@ def hue_lut(delta: int) -> np.ndarray:
     return ((np.arange(256, dtype=np.int64) + delta) % 180).astype(np.uint8)
 
 
+def _check_image(image: np.ndarray) -> None:
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] not in (1, 3, 4):
+        raise ValueError(
+            f"photometric_distortion expects an (H, W, C) uint8 BGR image with C in (1, 3, 4), "
+            f"got {image.dtype} {image.shape}"
+        )
+
+
+def apply_value_map(image: np.ndarray, value_map: np.ndarray) -> np.ndarray:
+    """Map the colour channels of an (H, W, C) uint8 image through a (256,) uint8 table; shape kept.
+
+    C = 1 or 3: every channel; C = 4: the first three, the 4th is copied unchanged.
+    """
+    if image.shape[2] == 4:
+        lut = np.stack([value_map, value_map, value_map, _IDENTITY], axis=1)[None]  # (1, 256, 4): one table per channel
+        return cv2.LUT(image, lut)
+    return cv2.LUT(image, value_map).reshape(image.shape)  # cv2 drops the axis of (H, W, 1)
+
+
 def _hsv_channel_edit(image_bgr: np.ndarray, channel: int, lut: np.ndarray) -> np.ndarray:
     """BGR→HSV, map one HSV channel through `lut`, HSV→BGR (one lossy round trip)."""
     hsv = cv2.cvtColor(image_bgr, cv2.COLOR_BGR2HSV)
@@ -90,15 +119,23 @@ def photometric_distortion_deferred(
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """`photometric_distortion` with the trailing brightness / contrast left unapplied.
 
-    Returns `(image, value_map)`: the (H, W, 3) uint8 BGR image after the last HSV op, and
-    the (256,) uint8 table of the remaining per-value ops (None when nothing remains); the
-    result equals `cv2.LUT(image, value_map)`. A consumer that maps values anyway (such as
-    `seg_normalize.normalize(..., value_map=)`) can fold it in and save a pass over the image.
+    Returns `(image, value_map)`: the (H, W, C) uint8 BGR image after the last HSV op, and
+    the (256,) uint8 table of the remaining per-value ops for the colour channels (None when
+    nothing remains); the result equals `apply_value_map(image, value_map)`. A consumer that
+    maps values anyway (such as `seg_normalize.normalize(..., value_map=)`) can fold it in and
+    save a pass over the image. C = 4: the 4th channel is returned unchanged; C = 1: `alpha_s`
+    and `delta` are ignored (no saturation or hue on one channel).
     """
-    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(f"photometric_distortion expects an (H, W, 3) uint8 BGR image, got {image.dtype} {image.shape}")
+    _check_image(image)
     if mode not in (0, 1):
         raise ValueError(f"mode must be 0 (contrast last) or 1 (contrast first), got {mode!r}")
+    if image.shape[2] == 4:
+        colour, value_map = photometric_distortion_deferred(
+            np.ascontiguousarray(image[:, :, :COLOUR_CHANNELS]), beta, mode, alpha, alpha_s, delta
+        )  # (H, W, 3)
+        return np.concatenate([colour, image[:, :, COLOUR_CHANNELS:]], axis=2), value_map  # (H, W, 4)
+    if image.shape[2] == 1:
+        alpha_s = delta = None  # saturation and hue need colour; their parameters were drawn all the same
     if min(image.strides) < 0:  # cv2 reads positive-stride views only
         image = np.ascontiguousarray(image)
     pending: np.ndarray | None = None  # value map not yet applied, composed across consecutive ops
@@ -136,20 +173,21 @@ def photometric_distortion(
     alpha_s: float | None,
     delta: int | None,
 ) -> np.ndarray:
-    """Deterministic core: apply the given distortion to an (H, W, 3) uint8 **BGR** image.
+    """Deterministic core: apply the given distortion to an (H, W, C) uint8 **BGR** image (C = 1, 3 or 4,
+    see the module docstring).
 
     Args:
-        image: (H, W, 3) uint8 BGR (views with positive strides are fine; not modified).
+        image: (H, W, C) uint8 BGR (views with positive strides are fine; not modified).
         beta: brightness offset, or None when brightness does not fire.
         mode: 1 = contrast right after brightness, 0 = contrast last.
         alpha: contrast factor or None; alpha_s: saturation factor or None;
         delta: hue shift in OpenCV hue units (degrees / 2) or None.
 
     Returns:
-        (H, W, 3) uint8 BGR; the input itself when no op fires.
+        (H, W, C) uint8 BGR; the input itself when no op fires (C = 1 or 3).
     """
     out, value_map = photometric_distortion_deferred(image, beta, mode, alpha, alpha_s, delta)
-    return out if value_map is None else cv2.LUT(out, value_map)
+    return out if value_map is None else apply_value_map(out, value_map)
 
 
 def random_photometric_distortion(
@@ -160,6 +198,6 @@ def random_photometric_distortion(
     saturation_range: tuple[float, float] = (0.5, 1.5),
     hue_delta: int = 18,
 ) -> np.ndarray:
-    """`sample_photometric_params` then `photometric_distortion` on an (H, W, 3) uint8 BGR image."""
+    """`sample_photometric_params` then `photometric_distortion` on an (H, W, C) uint8 BGR image."""
     params = sample_photometric_params(rng, brightness_delta, contrast_range, saturation_range, hue_delta)
     return photometric_distortion(image, params.beta, params.mode, params.alpha, params.alpha_s, params.delta)

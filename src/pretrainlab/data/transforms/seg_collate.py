@@ -7,7 +7,7 @@ preprocessor does — and labels with the ignore index 255.
 
 `collate_segmentation` takes the uint8 training samples of `SegTrainPipeline` and
 normalises each one straight into its slot of the batch tensor; `pad_batch` stacks
-already-normalised images (validation).
+already-normalised images (validation). Images have C = 1, 3 or 4 channels, the same in a batch.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from pretrainlab.data.images import check_mean_std
 from pretrainlab.data.transforms.seg_normalize import (
     IMAGENET_MEAN_RGB,
     IMAGENET_STD_RGB,
@@ -110,21 +111,27 @@ def collate_segmentation(
     size_divisor: int | None = None,
     size: tuple[int, int] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """DataLoader `collate_fn` for `SegTrainSample`s → (images (B, 3, H, W) float32, labels (B, H, W) int64).
+    """DataLoader `collate_fn` for `SegTrainSample`s → (images (B, C, H, W) float32, labels (B, H, W) int64).
 
-    Each image is normalised ((x − mean) / std, RGB; its pending `value_map` folded into the
-    tables) directly into the batch, and padded bottom-right with 0; labels with 255.
+    C = len(mean) = len(std) (1, 3 or 4, 0..255 scale, RGB(X) order) and every sample image is
+    (h, w, C). Each image is normalised ((x − mean) / std, BGR → RGB; its pending `value_map`
+    folded into the tables of the colour channels) directly into the batch, and padded
+    bottom-right with 0; labels with 255.
     Bit-identical to `pad_batch` over `normalize(sample.augmented_image(), mean, std)`.
     Bind the options with `functools.partial(collate_segmentation, mean=..., std=..., size=(512, 512))`.
     """
     if not samples:
         raise ValueError("cannot collate an empty batch")
+    num_channels = check_mean_std(mean, std)
     sizes = [(int(sample.label.shape[0]), int(sample.label.shape[1])) for sample in samples]
     for i, (sample, hw) in enumerate(zip(samples, sizes)):
-        if tuple(sample.image.shape) != (*hw, 3):
-            raise ValueError(f"sample {i}: image {tuple(sample.image.shape)} does not match label {hw} (expected (h, w, 3))")
+        if tuple(sample.image.shape) != (*hw, num_channels):
+            raise ValueError(
+                f"sample {i}: image {tuple(sample.image.shape)} does not match label {hw} "
+                f"(expected (h, w, {num_channels}), one channel per mean / std value)"
+            )
     height, width = padded_size(sizes, size_divisor, size)
-    images = torch.empty(len(samples), 3, height, width)  # (B, 3, H, W); pads written by _paste
+    images = torch.empty(len(samples), num_channels, height, width)  # (B, C, H, W); pads written by _paste
     labels = torch.empty(len(samples), height, width, dtype=torch.int64)  # (B, H, W)
     images_np = images.numpy()
     for i, (sample, (h, w)) in enumerate(zip(samples, sizes)):
@@ -133,7 +140,7 @@ def collate_segmentation(
         if (h, w) == (height, width):  # the usual case (crop = batch size): no staging copy
             normalize_into(images_np[i], sample.image.numpy(), tables)
         else:
-            staged = np.empty((3, h, w), dtype=np.float32)
+            staged = np.empty((num_channels, h, w), dtype=np.float32)  # (C, h, w)
             normalize_into(staged, sample.image.numpy(), tables)
             _paste(images[i], torch.from_numpy(staged), 0.0)
         _paste(labels[i], sample.label, IGNORE_INDEX)  # uint8 → int64 in the copy

@@ -21,7 +21,7 @@ def hflip(array: np.ndarray) -> np.ndarray:
     """Mirror an (H, W) or (H, W, C) array left-right; returns a new C-contiguous array."""
     if array.ndim == 3 and array.shape[2] > 4:  # cv2.flip handles at most 4 channels
         return np.ascontiguousarray(array[:, ::-1])
-    return cv2.flip(array, 1)
+    return cv2.flip(array, 1).reshape(array.shape)  # cv2 drops the axis of (H, W, 1)
 
 
 def random_flip(

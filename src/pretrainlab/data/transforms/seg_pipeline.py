@@ -15,6 +15,11 @@ uses), every transform works in BGR (photometric's HSV conversions need to know 
 integer maps with 255 = ignore, carried as uint8; training samples keep them as uint8 (the
 collate casts them to int64 while padding), validation returns int64.
 
+Channels: images have C = 3 (BGR, the MMSeg case, bit-exact), 4 (BGR + a 4th channel such as
+depth or IR, which only moves geometrically: photometric distortion leaves it alone) or 1 (grey /
+thermal: photometric distortion applies brightness and contrast only). The random draws do not
+depend on C. `mean` / `std` (of the val pipeline and the collate) have C values, in RGB(X) order.
+
 Two shortcuts give the same bits as running the transforms one after the other (a test
 pins this): the crop box is chosen on the resized label before the image is resized, so
 only the part of the image the crop needs is resized (`seg_resize.resize_image_region`);
@@ -31,6 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from pretrainlab.data.images import check_mean_std
 from pretrainlab.data.transforms.photometric import (
     photometric_distortion_deferred,
     sample_photometric_params,
@@ -67,8 +73,11 @@ def as_uint8_label(label: np.ndarray) -> np.ndarray:
 
 
 def _check_image(image_bgr: np.ndarray) -> None:
-    if image_bgr.dtype != np.uint8 or image_bgr.ndim != 3 or image_bgr.shape[2] != 3:
-        raise ValueError(f"expected an (H, W, 3) uint8 BGR image, got {image_bgr.dtype} of shape {image_bgr.shape}")
+    if image_bgr.dtype != np.uint8 or image_bgr.ndim != 3 or image_bgr.shape[2] not in (1, 3, 4):
+        raise ValueError(
+            f"expected an (H, W, C) uint8 BGR image with C in (1, 3, 4), "
+            f"got {image_bgr.dtype} of shape {image_bgr.shape}"
+        )
 
 
 def _label_tensor(label: np.ndarray) -> torch.Tensor:
@@ -77,7 +86,7 @@ def _label_tensor(label: np.ndarray) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class SegTrainPipeline:
-    """MMSeg's training transforms: (H, W, 3) uint8 BGR + (H, W) label → `SegTrainSample` (uint8).
+    """MMSeg's training transforms: (H, W, C) uint8 BGR(X) + (H, W) label → `SegTrainSample` (uint8), C = 1, 3, 4.
 
     The sample is at most `crop_size`; `seg_collate.collate_segmentation` normalises and
     pads a batch of them (smaller crops come from images smaller than the crop after resizing).
@@ -120,7 +129,7 @@ class SegTrainPipeline:
             # A trailing brightness/contrast table is left to the collate's normalisation tables.
             image, value_map = photometric_distortion_deferred(image, p.beta, p.mode, p.alpha, p.alpha_s, p.delta)
         return SegTrainSample(
-            image=torch.from_numpy(np.ascontiguousarray(image)),  # (h, w, 3) uint8 BGR
+            image=torch.from_numpy(np.ascontiguousarray(image)),  # (h, w, C) uint8 BGR(X)
             value_map=None if value_map is None else torch.from_numpy(value_map),
             label=torch.from_numpy(np.ascontiguousarray(label)),  # (h, w) uint8
         )
@@ -130,7 +139,8 @@ class SegTrainPipeline:
 class SegValPipeline:
     """MMSeg's test transforms: resize the image to fit `scale` (keep aspect), keep the label as is.
 
-    Returns `(image (3, h', w') float32, label (H, W) int64)` where (h', w') is
+    Takes (H, W, C) uint8 BGR(X) images, C = len(mean) = len(std) (1, 3 or 4, 0..255 scale, RGB(X) order).
+    Returns `(image (C, h', w') float32, label (H, W) int64)` where (h', w') is
     `resized_size(H, W)` rounded up to a multiple of `size_divisor` (zero padding at the
     bottom/right; crop the logits back with `resized_size` before resizing them to (H, W)).
     """
@@ -143,6 +153,7 @@ class SegValPipeline:
     def __post_init__(self) -> None:
         if self.size_divisor is not None and self.size_divisor <= 0:
             raise ValueError(f"size_divisor must be a positive int or None, got {self.size_divisor}")
+        check_mean_std(self.mean, self.std)
 
     def resized_size(self, height: int, width: int) -> tuple[int, int]:
         """(h', w') of the resized, unpadded image for an original (H, W)."""

@@ -81,9 +81,14 @@ def sample_resize_scale(
     return int(scale[0] * ratio), int(scale[1] * ratio)
 
 
+def _keep_channel_axis(resized: np.ndarray, like: np.ndarray) -> np.ndarray:
+    """cv2.resize returns (h, w) for an (H, W, 1) input: put the channel axis back."""
+    return resized[:, :, None] if like.ndim == 3 and resized.ndim == 2 else resized
+
+
 def resize_image(image: np.ndarray, size_wh: tuple[int, int]) -> np.ndarray:
-    """Resize an (H, W, C) or (H, W) uint8 image to `size_wh = (w, h)` with cv2 bilinear."""
-    return cv2.resize(image, size_wh, interpolation=IMAGE_INTERPOLATION)
+    """Resize an (H, W, C) or (H, W) uint8 image to `size_wh = (w, h)` with cv2 bilinear; the dimensions are kept."""
+    return _keep_channel_axis(cv2.resize(image, size_wh, interpolation=IMAGE_INTERPOLATION), image)
 
 
 def resize_label(label: np.ndarray, size_wh: tuple[int, int]) -> np.ndarray:
@@ -123,7 +128,8 @@ def resize_image_region(
     if (source_w, source_h) == (width, height) or view_is_copied:
         resized = resize_image(image, size_wh)
     else:
-        resized = cv2.resize(image[:source_h, :source_w], None, fx=fx, fy=fy, interpolation=IMAGE_INTERPOLATION)
+        view = image[:source_h, :source_w]
+        resized = _keep_channel_axis(cv2.resize(view, None, fx=fx, fy=fy, interpolation=IMAGE_INTERPOLATION), image)
     return resized[y1:y2, x1:x2]
 
 

@@ -10,17 +10,18 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-import cv2
 import numpy as np
 from torch import Tensor
 
+from pretrainlab.data.transforms.photometric import apply_value_map
+
 
 class SegTrainSample(NamedTuple):
-    """image (h, w, 3) uint8 BGR; value_map (256,) uint8 or None; label (h, w) uint8 (255 = ignore).
+    """image (h, w, C) uint8 BGR(X), C = 1, 3 or 4; value_map (256,) uint8 or None; label (h, w) uint8 (255 = ignore).
 
     `value_map` is the photometric distortion's trailing brightness / contrast, still to be
-    applied to every channel: the collate folds it into the normalisation tables, so it
-    costs no pass over the image. `augmented_image()` applies it, for checks and plots.
+    applied to the colour channels (all but a 4th): the collate folds it into the normalisation
+    tables, so it costs no pass over the image. `augmented_image()` applies it, for checks and plots.
     """
 
     image: Tensor
@@ -28,6 +29,6 @@ class SegTrainSample(NamedTuple):
     label: Tensor
 
     def augmented_image(self) -> np.ndarray:
-        """(h, w, 3) uint8 BGR: the image with `value_map` applied (MMSeg's augmented image)."""
+        """(h, w, C) uint8 BGR(X): the image with `value_map` applied (MMSeg's augmented image)."""
         image = self.image.numpy()
-        return image if self.value_map is None else cv2.LUT(image, self.value_map.numpy())
+        return image if self.value_map is None else apply_value_map(image, self.value_map.numpy())

@@ -10,9 +10,14 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
+from pydantic import Field
 from torch import Tensor, nn
+
+from pretrainlab.config.component import Component
+from pretrainlab.registry import Registry
 
 
 @dataclass
@@ -60,3 +65,28 @@ class Backbone(nn.Module, abc.ABC):
 def global_average(feature_map: Tensor) -> Tensor:
     """(B, D, H, W) -> (B, D)."""
     return torch.flatten(nn.functional.adaptive_avg_pool2d(feature_map, 1), 1)
+
+
+class BackboneConfig(Component):
+    """Base of every backbone config: the input channels and an optional checkpoint to load."""
+
+    in_chans: int | None = Field(None, ge=1, description="input channels; null = data.channels")
+    checkpoint: Path | None = Field(None, description="weights loaded after building, with a key report")
+
+    def describe(self) -> str:
+        """What was built, in a few words (reports and score tables)."""
+        return self.name
+
+
+BACKBONES: Registry[BackboneConfig] = Registry("backbone", BackboneConfig)
+
+
+def build_backbone(config: BackboneConfig, in_chans: int = 3) -> Backbone:
+    """The backbone `config` names, taking `config.in_chans` channels (else `in_chans`), with
+    `config.checkpoint` loaded (and its missing / unexpected / mismatched keys reported)."""
+    backbone = BACKBONES.build(config, config.in_chans or in_chans)
+    if config.checkpoint is not None:
+        from pretrainlab.models.checkpoint import load_backbone_checkpoint
+
+        load_backbone_checkpoint(backbone, config.checkpoint)
+    return backbone

@@ -57,13 +57,15 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from pretrainlab.models.backbones.base import Backbone, Features, global_average
+from pydantic import Field
+
+from pretrainlab.models.backbones.base import BACKBONES, Backbone, BackboneConfig, Features, global_average
 from pretrainlab.models.layers.conv_bn_act import ConvBnAct
 from pretrainlab.models.layers.residual import BasicBlock, Bottleneck
 
 
 @dataclass(frozen=True)
-class SEBNetConfig:
+class SEBNetSize:
     """Width `planes` (p in the module docstring), BasicBlocks per stage 1-4, context Bottlenecks."""
 
     planes: int
@@ -71,10 +73,10 @@ class SEBNetConfig:
     num_context_blocks: int
 
 
-SEBNET_SIZES: dict[str, SEBNetConfig] = {
-    "s": SEBNetConfig(planes=32, layers=(2, 2, 3, 3), num_context_blocks=2),
-    "m": SEBNetConfig(planes=64, layers=(2, 2, 3, 3), num_context_blocks=2),
-    "l": SEBNetConfig(planes=64, layers=(3, 3, 4, 4), num_context_blocks=2),
+SEBNET_SIZES: dict[str, SEBNetSize] = {
+    "s": SEBNetSize(planes=32, layers=(2, 2, 3, 3), num_context_blocks=2),
+    "m": SEBNetSize(planes=64, layers=(2, 2, 3, 3), num_context_blocks=2),
+    "l": SEBNetSize(planes=64, layers=(3, 3, 4, 4), num_context_blocks=2),
 }
 
 
@@ -188,3 +190,19 @@ class SEBNet(Backbone):
                 h, w = math.ceil(h / 2), math.ceil(w / 2)
             sizes.append((h, w))
         return sizes
+
+
+class SEBNetConfig(BackboneConfig):
+    """Dual-resolution real-time segmentation CNN (DDRNet / PIDNet family)."""
+
+    name: Literal["sebnet"]
+    size: Literal["s", "m", "l"] = "s"
+    zero_init_residual: bool = Field(True, description="each residual block starts as its shortcut")
+
+    def describe(self) -> str:
+        return f"sebnet-{self.size}"
+
+
+@BACKBONES.register(SEBNetConfig)
+def build_sebnet(config: SEBNetConfig, in_chans: int) -> SEBNet:
+    return SEBNet(config.size, in_chans=in_chans, zero_init_residual=config.zero_init_residual)

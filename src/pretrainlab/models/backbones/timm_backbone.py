@@ -4,65 +4,150 @@ The timm model is kept as `self.model`, so state-dict keys are `model.<timm key>
 Multi-scale maps come from timm's `forward_intermediates`; `pooled` from
 `forward_head(pre_logits=True)`, i.e. the CLS token for ViTs and the (normed)
 global average for CNNs.
+
+The config names every option it passes to timm (no free keyword arguments): family
+options are checked against the arch's family at load (`layers` on a ViT is an error),
+and `arch` against timm's registry with a did-you-mean.
 """
 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
+from typing import Literal
 
 import timm
 import torch
+from pydantic import Field, model_validator
+from timm.models import model_entrypoint
 from torch import Tensor, nn
 
-from pretrainlab.models.backbones.base import Backbone, Features
+from pretrainlab.models.backbones.base import BACKBONES, Backbone, BackboneConfig, Features
+from pretrainlab.registry import did_you_mean
 
 log = logging.getLogger(__name__)
 
+VIT_MODULES = ("vision_transformer", "deit", "eva", "beit")  # module-name prefixes of timm's ViTs
+RESNET_OPTIONS = ("layers", "channels", "stem_width", "small_input_stem")
+VIT_OPTIONS = ("img_size", "patch_size", "embed_dim", "depth", "num_heads")
+
+
+def timm_family(arch: str) -> str:
+    """The timm module defining `arch` (`resnet`, `vision_transformer`, `convnext`, ...)."""
+    return model_entrypoint(arch).__module__.rsplit(".", 1)[-1]
+
+
+def is_vit(arch: str) -> bool:
+    return timm_family(arch).startswith(VIT_MODULES)
+
+
+def check_timm_arch(arch: str) -> None:
+    """Raise ValueError for an arch timm does not know, with the closest names."""
+    if arch in timm.list_models():
+        return
+    close = timm.list_models(f"*{arch.split('_')[0]}*")[:6]
+    raise ValueError(f"unknown timm arch '{arch}'{did_you_mean(arch, timm.list_models())} similar: {', '.join(close) or 'none'}")
+
+
+class TimmBackboneConfig(BackboneConfig):
+    """Any timm model by name (`vit_*`, `convnext_*`, `resnet*`, ...), from scratch or `checkpoint`.
+
+    ResNet options: `layers` (blocks per stage), `channels` (widths per stage),
+    `small_input_stem` (CIFAR-style 3x3 stride-1 stem without max-pool) and its `stem_width`.
+    ViT options: `img_size`, `patch_size`, `embed_dim`, `depth`, `num_heads`.
+    """
+
+    name: Literal["timm"]
+    arch: str = "resnet18"
+    pretrained: Literal[False] = Field(False, description="weights are never downloaded; use `checkpoint`")
+    drop_path_rate: float = Field(0.0, ge=0.0, lt=1.0)
+    layers: tuple[int, ...] | None = Field(None, min_length=1, description="ResNet: blocks per stage")
+    channels: tuple[int, ...] | None = Field(None, min_length=1, description="ResNet: widths per stage")
+    small_input_stem: bool = Field(False, description="ResNet: 3x3 stride-1 stem, no max-pool (32-px images)")
+    stem_width: int | None = Field(None, ge=1, description="ResNet with small_input_stem: stem channels")
+    img_size: int | None = Field(None, ge=1, description="ViT: input size the position embeddings are built for")
+    patch_size: int | None = Field(None, ge=1, description="ViT: patch size")
+    embed_dim: int | None = Field(None, ge=1, description="ViT: token width")
+    depth: int | None = Field(None, ge=1, description="ViT: number of blocks")
+    num_heads: int | None = Field(None, ge=1, description="ViT: attention heads")
+
+    @model_validator(mode="after")
+    def _check_arch_and_family(self) -> TimmBackboneConfig:
+        check_timm_arch(self.arch)
+        family = timm_family(self.arch)
+        options = {"resnet": RESNET_OPTIONS, "vit": VIT_OPTIONS}
+        arch_is_vit = is_vit(self.arch)
+        for group, names in options.items():
+            applies = arch_is_vit if group == "vit" else family == "resnet"
+            given = [n for n in names if getattr(self, n) not in (None, False)]
+            if given and not applies:
+                raise ValueError(f"{', '.join(given)}: {group} options do not apply to '{self.arch}' ({family})")
+        if self.layers is not None and self.channels is not None and len(self.layers) != len(self.channels):
+            raise ValueError(f"layers {list(self.layers)} and channels {list(self.channels)} differ in length")
+        if self.stem_width is not None and not self.small_input_stem:
+            raise ValueError("stem_width applies with small_input_stem: true (timm reads it only for deep stems)")
+        return self
+
+    def describe(self) -> str:
+        """The arch and every option that changes it, e.g. `resnet18 (layers 1-1-1-1, channels 16-32-64-128, stem 16)`."""
+        parts = []
+        for key in ("layers", "channels"):
+            if getattr(self, key) is not None:
+                parts.append(f"{key} {'-'.join(map(str, getattr(self, key)))}")
+        if self.small_input_stem:
+            parts.append(f"small stem{f' {self.stem_width}' if self.stem_width else ''}")
+        for key in VIT_OPTIONS:
+            if getattr(self, key) is not None:
+                parts.append(f"{key} {getattr(self, key)}")
+        return f"{self.arch} ({', '.join(parts)})" if parts else self.arch
+
+
+@BACKBONES.register(TimmBackboneConfig)
+def build_timm(config: TimmBackboneConfig, in_chans: int) -> TimmBackbone:
+    options = config.model_dump(include={*RESNET_OPTIONS, *VIT_OPTIONS, "drop_path_rate"})
+    return TimmBackbone(config.arch, in_chans=in_chans, **options)
+
 
 class TimmBackbone(Backbone):
+    """A timm model with the Backbone API; the options are those of `TimmBackboneConfig`."""
+
     def __init__(
         self,
         arch: str,
         *,
         in_chans: int = 3,
+        drop_path_rate: float = 0.0,
+        layers: tuple[int, ...] | list[int] | None = None,
+        channels: tuple[int, ...] | list[int] | None = None,
+        small_input_stem: bool = False,
+        stem_width: int | None = None,
         img_size: int | None = None,
         patch_size: int | None = None,
-        small_input_stem: bool = False,
-        drop_path_rate: float = 0.0,
-        checkpoint: Path | None = None,
-        **timm_kwargs: object,
+        embed_dim: int | None = None,
+        depth: int | None = None,
+        num_heads: int | None = None,
     ) -> None:
         super().__init__()
-        if arch not in timm.list_models():
-            close = timm.list_models(f"*{arch.split('_')[0]}*")[:8]
-            raise ValueError(f"unknown timm arch '{arch}'; similar: {', '.join(close) or 'none'}")
-        kwargs = dict(timm_kwargs)
-        is_vit = arch.startswith(("vit_", "deit", "eva", "beit"))
-        if is_vit:
-            kwargs.setdefault("dynamic_img_size", True)  # multi-crop views of several sizes
-            if img_size is not None:
-                kwargs["img_size"] = img_size
-            if patch_size is not None:
-                kwargs["patch_size"] = patch_size
+        check_timm_arch(arch)
+        arch_is_vit = is_vit(arch)
+        named = {"layers": layers, "channels": channels, "img_size": img_size, "patch_size": patch_size,
+                 "embed_dim": embed_dim, "depth": depth, "num_heads": num_heads}  # fmt: skip
+        kwargs: dict[str, object] = {key: value for key, value in named.items() if value is not None}
+        if arch_is_vit:
+            kwargs["dynamic_img_size"] = True  # multi-crop views of several sizes
         elif img_size is not None or patch_size is not None:
             raise ValueError(f"img_size / patch_size only apply to ViTs, not to '{arch}'")
         if drop_path_rate:
             kwargs["drop_path_rate"] = drop_path_rate
-        # timm's ResNet reads `stem_width` only for deep stems; the small stem honours it itself.
-        stem_width = kwargs.pop("stem_width", None) if small_input_stem else None
         self.model = timm.create_model(arch, pretrained=False, num_classes=0, in_chans=in_chans, **kwargs)
         if small_input_stem:
             self._use_small_input_stem(arch, stem_width)
+        elif stem_width is not None:
+            raise ValueError("stem_width applies with small_input_stem=True (timm reads it only for deep stems)")
         self.in_chans = in_chans
-        self.is_vit = is_vit
-        self.patch_size = self.model.patch_embed.patch_size[0] if is_vit else None
+        self.is_vit = arch_is_vit
+        self.patch_size = self.model.patch_embed.patch_size[0] if arch_is_vit else None
         self.num_prefix_tokens = getattr(self.model, "num_prefix_tokens", 0)
         self._probe_shapes(img_size or 64)
-        if checkpoint is not None:
-            from pretrainlab.models.checkpoint import load_backbone_checkpoint
-
-            load_backbone_checkpoint(self, checkpoint)
 
     def _use_small_input_stem(self, arch: str, stem_width: object) -> None:
         """CIFAR-style stem: 3x3 stride-1 first conv and no max-pool (keeps 32-px inputs resolvable).

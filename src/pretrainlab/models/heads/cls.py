@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Literal
 
+from pydantic import Field
 from torch import Tensor, nn
+
+from pretrainlab.models.heads.base import HEADS, ClassifierHeadConfig
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "gelu": nn.GELU}
 
@@ -48,3 +51,19 @@ class ClsHead(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:  # (B, D) -> (B, K)
         return self.classifier(self.hidden(x))  # hidden: (B, hidden_dim)
+
+
+class ClsHeadConfig(ClassifierHeadConfig):
+    """Classification head with a hidden layer: Linear-BN-activation-dropout-Linear."""
+
+    name: Literal["cls"]
+    hidden_dim: int = Field(512, ge=1)
+    activation: Literal["relu", "gelu"] = "relu"
+    use_bn: bool = True
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+
+
+@HEADS.register(ClsHeadConfig)
+def build_cls_head(config: ClsHeadConfig, in_dim: int) -> ClsHead:
+    options = config.model_dump(include={"hidden_dim", "activation", "use_bn", "dropout"})
+    return ClsHead(in_dim, config.resolved_num_classes(), **options)

@@ -9,9 +9,14 @@ from __future__ import annotations
 
 import itertools
 
+from typing import Literal
+
 import torch
+from pydantic import Field
 from torch import Tensor, nn
 from torch.nn import functional as F
+
+from pretrainlab.models.heads.base import HEADS, HeadConfig
 
 NORM_EPS = 1e-12  # F.normalize's default guard against a zero row
 
@@ -75,3 +80,20 @@ def _init_linear(module: nn.Module) -> None:
     if isinstance(module, nn.Linear):
         nn.init.trunc_normal_(module.weight, std=0.02)
         nn.init.zeros_(module.bias)
+
+
+class DINOHeadConfig(HeadConfig):
+    """DINO projection head; it reads the neck's pooled output when there is a neck."""
+
+    name: Literal["dino"]
+    hidden_dim: int = Field(2048, ge=1)
+    bottleneck_dim: int = Field(256, ge=1)
+    out_dim: int = Field(65536, ge=2)
+    num_layers: int = Field(3, ge=1)
+    use_bn: bool = False
+    norm_last_layer: bool = True
+
+
+@HEADS.register(DINOHeadConfig)
+def build_dino_head(config: DINOHeadConfig, in_dim: int) -> DINOHead:
+    return DINOHead(in_dim, **config.model_dump(exclude={"name"}))

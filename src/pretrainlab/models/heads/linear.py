@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from torch import Tensor, nn
+
+from pretrainlab.models.heads.base import HEADS, ClassifierHeadConfig
 
 
 class LinearHead(nn.Module):
@@ -26,3 +30,15 @@ class LinearHead(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:  # (B, D) -> (B, K)
         return self.linear(self.norm(x))
+
+
+class LinearHeadConfig(ClassifierHeadConfig):
+    """Classification head: optional BatchNorm, then one linear layer."""
+
+    name: Literal["linear"]
+    use_bn: bool = False
+
+
+@HEADS.register(LinearHeadConfig)
+def build_linear_head(config: LinearHeadConfig, in_dim: int) -> LinearHead:
+    return LinearHead(in_dim, config.resolved_num_classes(), use_bn=config.use_bn)

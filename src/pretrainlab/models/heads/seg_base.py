@@ -12,6 +12,9 @@ from collections.abc import Sequence
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pretrainlab.config.component import Component
+from pretrainlab.registry import Registry
+
 
 def resize_to(x: Tensor, size: Sequence[int]) -> Tensor:
     """Bilinear (align_corners=False) resize of (B, C, h, w) to `size` = (H, W); no-op when equal."""
@@ -48,3 +51,17 @@ class SegHead(nn.Module):
         if channels != self.in_channels:
             shapes = [tuple(m.shape) for m in maps]
             raise ValueError(f"{type(self).__name__} was built for maps with channels {self.in_channels}, got {shapes}")
+
+
+class SegHeadConfig(Component):
+    """Base of every segmentation-head config."""
+
+
+SEG_HEADS: Registry[SegHeadConfig] = Registry("segmentation head", SegHeadConfig)
+
+
+def build_seg_head(
+    config: SegHeadConfig, out_channels: Sequence[int], strides: Sequence[int], num_classes: int
+) -> SegHead:
+    """The head `config.name` names, for a backbone with these maps, predicting `num_classes`."""
+    return SEG_HEADS.build(config, out_channels, strides, num_classes)

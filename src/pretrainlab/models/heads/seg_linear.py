@@ -6,11 +6,13 @@ BatchNorm + 1×1 convolution on the last map, or on the last `num_maps` maps res
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import torch
+from pydantic import Field
 from torch import Tensor, nn
 
-from pretrainlab.models.heads.seg_base import SegHead, resize_to
+from pretrainlab.models.heads.seg_base import SEG_HEADS, SegHead, SegHeadConfig, resize_to
 
 
 class SegLinearHead(SegHead):
@@ -40,3 +42,16 @@ class SegLinearHead(SegHead):
         size = maps[self.map_indices[0]].shape[-2:]
         x = torch.cat([resize_to(maps[i], size) for i in self.map_indices], dim=1)  # (B, sum D_i, H_j, W_j)
         return self.classifier(self.dropout(self.bn(x)))  # (B, K, H_j, W_j)
+
+
+class SegLinearHeadConfig(SegHeadConfig):
+    """DINOv2 linear head: BN + 1×1 conv on the last map or the last `num_maps` maps."""
+
+    name: Literal["seg_linear"]
+    num_maps: int = Field(1, ge=1, description="concatenate the last n maps, resized to the first of them")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+
+
+@SEG_HEADS.register(SegLinearHeadConfig)
+def build_seg_linear(config: SegLinearHeadConfig, channels: Sequence[int], strides: Sequence[int], num_classes: int) -> SegLinearHead:
+    return SegLinearHead(channels, strides, num_classes, num_maps=config.num_maps, dropout=config.dropout)

@@ -6,11 +6,13 @@ to the finest map, concatenated, fused (1×1 conv + BN + ReLU) and classified (d
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import torch
+from pydantic import Field
 from torch import Tensor, nn
 
-from pretrainlab.models.heads.seg_base import SegHead, resize_to
+from pretrainlab.models.heads.seg_base import SEG_HEADS, SegHead, SegHeadConfig, resize_to
 from pretrainlab.models.layers.conv_bn_act import ConvBnAct
 
 
@@ -39,3 +41,16 @@ class SegFormerHead(SegHead):
         projected = [resize_to(project(m), size) for project, m in zip(self.projections, maps)]  # [(B, E, H_0, W_0)]
         fused = self.fuse(torch.cat(projected, dim=1))  # (B, E, H_0, W_0)
         return self.classifier(self.dropout(fused))  # (B, K, H_0, W_0)
+
+
+class SegFormerHeadConfig(SegHeadConfig):
+    """SegFormer all-MLP decoder over all maps."""
+
+    name: Literal["segformer"]
+    embed_dim: int = Field(256, ge=1)
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+
+
+@SEG_HEADS.register(SegFormerHeadConfig)
+def build_segformer(config: SegFormerHeadConfig, channels: Sequence[int], strides: Sequence[int], num_classes: int) -> SegFormerHead:
+    return SegFormerHead(channels, strides, num_classes, embed_dim=config.embed_dim, dropout=config.dropout)

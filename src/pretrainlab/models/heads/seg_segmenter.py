@@ -9,13 +9,15 @@ K and reshaped to (B, K, h, w).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import torch
+from pydantic import Field
 import torch.nn.functional as F
 from timm.models.vision_transformer import Block
 from torch import Tensor, nn
 
-from pretrainlab.models.heads.seg_base import SegHead
+from pretrainlab.models.heads.seg_base import SEG_HEADS, SegHead, SegHeadConfig
 
 
 class SegmenterHead(SegHead):
@@ -75,3 +77,19 @@ def _init_weights(module: nn.Module) -> None:
     elif isinstance(module, nn.LayerNorm):
         nn.init.ones_(module.weight)
         nn.init.zeros_(module.bias)
+
+
+class SegmenterHeadConfig(SegHeadConfig):
+    """Segmenter mask transformer on the last map."""
+
+    name: Literal["segmenter"]
+    embed_dim: int = Field(192, ge=1)
+    depth: int = Field(2, ge=1)
+    num_heads: int = Field(3, ge=1)
+    mlp_ratio: float = Field(4.0, gt=0.0)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+
+
+@SEG_HEADS.register(SegmenterHeadConfig)
+def build_segmenter(config: SegmenterHeadConfig, channels: Sequence[int], strides: Sequence[int], num_classes: int) -> SegmenterHead:
+    return SegmenterHead(channels, strides, num_classes, **config.model_dump(exclude={"name"}))

@@ -11,11 +11,13 @@ With a single map (plain ViT) this is PPM + fuse.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import torch
+from pydantic import Field
 from torch import Tensor, nn
 
-from pretrainlab.models.heads.seg_base import SegHead, resize_to
+from pretrainlab.models.heads.seg_base import SEG_HEADS, SegHead, SegHeadConfig, resize_to
 from pretrainlab.models.layers.conv_bn_act import ConvBnAct
 
 
@@ -59,3 +61,17 @@ class UperHead(SegHead):
         size = outputs[0].shape[-2:]
         fused = self.fpn_bottleneck(torch.cat([resize_to(o, size) for o in outputs], dim=1))  # (B, C, H_0, W_0)
         return self.classifier(self.dropout(fused))  # (B, K, H_0, W_0)
+
+
+class UperHeadConfig(SegHeadConfig):
+    """UPerNet: PPM on the last map + FPN over all maps."""
+
+    name: Literal["uper"]
+    channels: int = Field(256, ge=1)
+    pool_scales: tuple[int, ...] = (1, 2, 3, 6)
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+
+
+@SEG_HEADS.register(UperHeadConfig)
+def build_uper(config: UperHeadConfig, channels: Sequence[int], strides: Sequence[int], num_classes: int) -> UperHead:
+    return UperHead(channels, strides, num_classes, channels=config.channels, pool_scales=config.pool_scales, dropout=config.dropout)

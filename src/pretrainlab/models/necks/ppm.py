@@ -26,29 +26,19 @@ full kernel area, so on a map smaller than the kernel the pooled values shrink
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
+from pydantic import Field
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from pretrainlab.models.backbones.base import Backbone
 from pretrainlab.models.layers.conv_bn_act import BnActConv
+from pretrainlab.models.necks.base import NECKS, Neck, NeckConfig
 
 POOL_SETTINGS: tuple[tuple[int, int, int], ...] = ((5, 2, 2), (9, 4, 4), (17, 8, 8))  # (kernel, stride, padding)
 NUM_SCALES = 5  # identity, three average pools, global pool
-
-
-class Neck(nn.Module):
-    """Base API of a neck: forward(map (B, C_in, H, W)) -> (B, out_channels, H, W)."""
-
-    in_channels: int
-    out_channels: int
-
-    def check_input(self, feature_map: Tensor) -> None:
-        """Raise a clear error for a map the neck cannot take."""
-        if feature_map.ndim != 4 or feature_map.shape[1] != self.in_channels:
-            raise ValueError(
-                f"{type(self).__name__} expects a map (B, {self.in_channels}, H, W), "
-                f"got shape {tuple(feature_map.shape)}"
-            )
 
 
 def _upsample(x: Tensor, size: tuple[int, int]) -> Tensor:
@@ -128,3 +118,38 @@ class PAPPM(_PyramidPooling):
         processed = self.process(torch.cat(pooled, dim=1))  # (B, 4 * branch, H, W)
         return self.compression(torch.cat([base, processed], dim=1)) + self.shortcut(feature_map)  # (B, out, H, W)
 
+
+
+class _PyramidPoolingConfig(NeckConfig):
+    branch_channels: int = Field(96, ge=1, description="channels of each pooling branch (DDRNet 128, PIDNet-S 96)")
+    out_channels: int | None = Field(
+        None, ge=1, description="null = channels of the backbone's finest map (DDRNet: 4p, that of its 1/8 map)"
+    )
+    count_include_pad: bool = True
+
+    def sizes(self, backbone: Backbone) -> tuple[int, int, int]:
+        """(in, branch, out) channels of this neck on `backbone`'s final map."""
+        in_channels = backbone.out_channels[backbone.final_map_index]
+        return in_channels, self.branch_channels, self.out_channels or backbone.out_channels[0]
+
+
+class DAPPMConfig(_PyramidPoolingConfig):
+    """Deep Aggregation Pyramid Pooling (DDRNet) on the backbone's final map."""
+
+    name: Literal["dappm"]
+
+
+class PAPPMConfig(_PyramidPoolingConfig):
+    """Parallel Aggregation Pyramid Pooling (PIDNet-S / M) on the backbone's final map."""
+
+    name: Literal["pappm"]
+
+
+@NECKS.register(DAPPMConfig)
+def build_dappm(config: DAPPMConfig, backbone: Backbone) -> DAPPM:
+    return DAPPM(*config.sizes(backbone), count_include_pad=config.count_include_pad)
+
+
+@NECKS.register(PAPPMConfig)
+def build_pappm(config: PAPPMConfig, backbone: Backbone) -> PAPPM:
+    return PAPPM(*config.sizes(backbone), count_include_pad=config.count_include_pad)

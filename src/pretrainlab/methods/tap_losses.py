@@ -1,4 +1,5 @@
-"""Losses attached to named taps of a model (`backbone`, `neck`, `head:<name>`), each with a weight.
+"""Losses attached to named taps of a model (`backbone`, `neck`, `head:<name>`), each with a weight,
+and their registry: a loss usable on a tap is a config class and a builder registered here.
 
 A method computes its taps, then `tap_losses(...)` adds, for every attached loss,
     loss_<name>_<tap>   weight * value   (summed into the objective by the engine)
@@ -14,16 +15,17 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
+from typing import ClassVar, Literal
 
+from pydantic import Field
 from torch import Tensor
 
-from pretrainlab.config.schema import (
-    CrossEntropyLossConfig,
-    KoLeoLossConfig,
-    TapLossConfig,
-)
+from pretrainlab.config.component import Component
 from pretrainlab.losses.cross_entropy import classification_cross_entropy
 from pretrainlab.losses.koleo import koleo_per_crop
+from pretrainlab.registry import Registry
+
+TAP_PATTERN = r"^(backbone|neck|head:\w+)$"
 
 LossFn = Callable[[Tensor, int, Tensor | None], Tensor]  # (tap (G*B, D), G crops, labels (B,) | None) -> scalar
 
@@ -55,14 +57,61 @@ def cross_entropy_on_tap(logits: Tensor, num_crops: int, labels: Tensor | None, 
     return classification_cross_entropy(logits.float(), labels.repeat(num_crops), label_smoothing)
 
 
+class TapLossConfig(Component):
+    """Base of every loss on a tap: where it attaches and its weight."""
+
+    needs_labels: ClassVar[bool] = False
+    tap: str = Field("backbone", pattern=TAP_PATTERN, description="backbone | neck | head:<name>")
+    weight: float = Field(1.0, ge=0.0)
+
+
+TAP_LOSSES: Registry[TapLossConfig] = Registry("loss", TapLossConfig)
+
+
+class KoLeoLossConfig(TapLossConfig):
+    """KoLeo regulariser (DINOv2) on a tap, computed per global crop (`losses/koleo.py`)."""
+
+    name: Literal["koleo"]
+    weight: float = Field(0.1, ge=0.0)
+    eps: float = Field(1e-8, gt=0.0)
+
+
+class CrossEntropyLossConfig(TapLossConfig):
+    """Classification cross-entropy on a head tap against the image labels (methods with labels only)."""
+
+    name: Literal["cross_entropy"]
+    needs_labels: ClassVar[bool] = True
+    tap: str = Field(pattern=r"^head:\w+$", description="head:<name>: class logits")
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
+
+
+@TAP_LOSSES.register(KoLeoLossConfig)
+def build_koleo_on_tap(config: KoLeoLossConfig) -> TapLoss:
+    return TapLoss(config.name, config.tap, config.weight, partial(koleo_on_tap, eps=config.eps))
+
+
+@TAP_LOSSES.register(CrossEntropyLossConfig)
+def build_cross_entropy_on_tap(config: CrossEntropyLossConfig) -> TapLoss:
+    fn = partial(cross_entropy_on_tap, label_smoothing=config.label_smoothing)
+    return TapLoss(config.name, config.tap, config.weight, fn)
+
+
 def build_tap_loss(config: TapLossConfig) -> TapLoss:
     """The TapLoss a (validated) loss config describes."""
-    if isinstance(config, KoLeoLossConfig):
-        return TapLoss(config.name, config.tap, config.weight, partial(koleo_on_tap, eps=config.eps))
-    if isinstance(config, CrossEntropyLossConfig):
-        fn = partial(cross_entropy_on_tap, label_smoothing=config.label_smoothing)
-        return TapLoss(config.name, config.tap, config.weight, fn)
-    raise ValueError(f"unknown tap loss '{config.name}'")
+    return TAP_LOSSES.build(config)
+
+
+def check_taps(losses: Sequence[TapLossConfig], taps: Sequence[str], *, has_labels: bool, key: str) -> None:
+    """Every loss sits on one of `taps`, and needs labels only where the method has them.
+
+    `key` is the dotted config path of the list (errors name `<key>.<i>.tap`).
+    """
+    for index, loss in enumerate(losses):
+        if loss.tap not in taps:
+            hint = " (neck.name is 'none')" if loss.tap == "neck" else ""
+            raise ValueError(f"{key}.{index}.tap: no tap '{loss.tap}'{hint}; known taps: {', '.join(taps)}")
+        if loss.needs_labels and not has_labels:
+            raise ValueError(f"{key}.{index}.name: '{loss.name}' needs labels; this method has none")
 
 
 def tap_losses(

@@ -1,0 +1,230 @@
+"""The run directory: one module owns its layout and reads / writes every file in it.
+
+    runs/<name>/config.yaml              resolved config
+                metrics.jsonl            one JSON object per log step / evaluation (pretraining)
+                checkpoints/last.ckpt    pretraining state, written atomically at every epoch end
+                phases/<NN>_<kind>/      one folder per study phase: result.json (written last: the
+                                         phase is finished), its own files (eval json, metrics, plots)
+                eval/*.json              evaluations run by hand (`pretrainlab evaluate ...`)
+                plots/*.png  report.md  summary.json
+                logs/                    TensorBoard + CSV
+
+Engine, study, sweep and report go through `RunDir`; reports never import the engine.
+Checkpoints are read with `weights_only=True`: a file holding anything but tensors and
+plain types (e.g. a pickled callable) is refused with one clear line.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+SUMMARY = "summary.json"
+RESULT = "result.json"
+
+
+class UnsafeCheckpointError(ValueError):
+    """A checkpoint that holds code, or is not a torch checkpoint at all."""
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write `data` as indented JSON atomically (temporary file, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(json.dumps(data, indent=2, default=_plain))
+    temporary.replace(path)
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(path.read_text())
+
+
+def _plain(value: Any) -> Any:
+    return float(value) if hasattr(value, "__float__") else str(value)
+
+
+def append_jsonl(path: Path, record: dict[str, Any]) -> None:
+    """Append one JSON line; non-finite floats become null."""
+    clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as file:
+        file.write(json.dumps(clean) + "\n")
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def truncate_jsonl(path: Path, last_step: int) -> None:
+    """Drop the lines logged after `last_step` (history past a checkpoint a run resumes from)."""
+    if path.exists():
+        kept = [line for line in path.read_text().splitlines() if json.loads(line).get("step", 0) <= last_step]
+        path.write_text("".join(line + "\n" for line in kept))
+
+
+def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """A checkpoint's contents, read with `weights_only=True` (tensors and plain types only).
+
+    Raises:
+        UnsafeCheckpointError: the file holds code or other objects (it is not unpickled), or is not
+            a torch checkpoint.
+    """
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as error:
+        first_line = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+        raise UnsafeCheckpointError(
+            f"{path}: refused: the checkpoint holds more than tensors and plain types ({first_line.strip()}); "
+            "it was not loaded. Only load checkpoints you trust, and convert them to plain state dicts"
+        ) from None
+    except (RuntimeError, EOFError, OSError) as error:
+        raise UnsafeCheckpointError(f"{path}: not a readable torch checkpoint: {error}") from None
+
+
+def save_checkpoint(checkpoint: dict[str, Any], path: Path) -> None:
+    """torch.save to a temporary file, fsync, then rename: a killed write keeps the old file intact."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".tmp")
+    with temporary.open("wb") as file:
+        torch.save(checkpoint, file)
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(temporary, path)
+
+
+@dataclass(frozen=True)
+class Phase:
+    """The folder of study phase `index` of kind `kind`: `phases/<NN>_<kind>/`."""
+
+    index: int
+    kind: str
+    root: Path
+
+    @property
+    def id(self) -> str:
+        return f"{self.index:02d}_{self.kind}"
+
+    @property
+    def dir(self) -> Path:
+        return self.root / "phases" / self.id
+
+    @property
+    def result_path(self) -> Path:
+        return self.dir / RESULT
+
+    def is_done(self) -> bool:
+        return self.result_path.is_file()
+
+    def read_result(self) -> dict[str, Any]:
+        return read_json(self.result_path)
+
+    def write_result(self, result: dict[str, Any]) -> None:
+        write_json(self.result_path, {"phase": self.id, "kind": self.kind, **result})
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """Paths and readers / writers of one run directory."""
+
+    path: Path
+
+    @property
+    def config_path(self) -> Path:
+        return self.path / "config.yaml"
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.path / "checkpoints" / "last.ckpt"
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / "metrics.jsonl"
+
+    @property
+    def logs(self) -> Path:
+        return self.path / "logs"
+
+    @property
+    def plots(self) -> Path:
+        return self.path / "plots"
+
+    @property
+    def eval_dir(self) -> Path:
+        return self.path / "eval"
+
+    @property
+    def report(self) -> Path:
+        return self.path / "report.md"
+
+    @property
+    def summary_path(self) -> Path:
+        return self.path / SUMMARY
+
+    def exists(self) -> bool:
+        return self.config_path.is_file()
+
+    def read_config_data(self) -> dict[str, Any]:
+        """The saved config as a mapping (validated by `config.loading.load_run_config`)."""
+        if not self.config_path.is_file():
+            raise FileNotFoundError(f"{self.path} is not a run directory: {self.config_path} not found")
+        return yaml.safe_load(self.config_path.read_text()) or {}
+
+    def write_config(self, text: str) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        temporary = self.config_path.with_name("config.yaml.tmp")
+        temporary.write_text(text)
+        temporary.replace(self.config_path)
+
+    def load_checkpoint(self) -> dict[str, Any]:
+        if not self.checkpoint.is_file():
+            raise FileNotFoundError(f"{self.path}: no checkpoint at {self.checkpoint}; has the run started?")
+        return load_checkpoint(self.checkpoint)
+
+    def checkpoint_epoch(self) -> int:
+        """Epochs completed by the pretraining checkpoint (0 without one)."""
+        if not self.checkpoint.is_file():
+            return 0
+        return int(load_checkpoint(self.checkpoint)["epoch"]) + 1  # Lightning stores the 0-based index
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        return read_jsonl(self.metrics)
+
+    def phase(self, index: int, kind: str) -> Phase:
+        return Phase(index, kind, self.path)
+
+    def phase_results(self) -> list[dict[str, Any]]:
+        """Results of every finished phase, in order."""
+        folder = self.path / "phases"
+        if not folder.is_dir():
+            return []
+        return [read_json(d / RESULT) for d in sorted(folder.iterdir()) if (d / RESULT).is_file()]
+
+    def write_eval(self, name: str, data: dict[str, Any]) -> Path:
+        path = self.eval_dir / f"{name}.json"
+        write_json(path, data)
+        return path
+
+    def read_eval(self) -> dict[str, dict[str, Any]]:
+        """eval/*.json by file stem."""
+        if not self.eval_dir.is_dir():
+            return {}
+        return {path.stem: read_json(path) for path in sorted(self.eval_dir.glob("*.json"))}
+
+    def has_summary(self) -> bool:
+        return self.summary_path.is_file()
+
+    def read_summary(self) -> dict[str, Any]:
+        return read_json(self.summary_path)
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        write_json(self.summary_path, summary)

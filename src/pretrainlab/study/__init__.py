@@ -1,0 +1,1 @@
+"""Studies: a run directory filled by a list of phases (pretrain to an epoch, evaluate, finetune, ...)."""

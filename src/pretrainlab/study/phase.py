@@ -1,0 +1,98 @@
+"""A study is a list of phases; this module holds their registry and what they share.
+
+A phase is a config class (registered in `PHASES` with its runner, in the phase's own
+file) plus `run(phase, context) -> result`. Phase i of kind k writes into
+`phases/<ii>_<k>/` of the run directory and is finished when its `result.json` exists:
+a finished phase is skipped, an interrupted one runs again (a pretraining phase resumes
+from `checkpoints/last.ckpt`). Evaluations score the run's current pretrained state (the
+epoch the last pretraining phase reached) and, with `eval.random_init_baseline`, the
+random-init copy, which is evaluated once per kind and reused.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pretrainlab.config.component import Component
+from pretrainlab.registry import Registry
+
+if TYPE_CHECKING:
+    from torch.utils.data import DataLoader
+
+    from pretrainlab.config.schema import Config
+    from pretrainlab.eval.pooled_features import PooledFeatures
+    from pretrainlab.methods.base import Method
+    from pretrainlab.run_dir import Phase, RunDir
+
+
+class PhaseConfig(Component):
+    """Base of every phase config."""
+
+    trains: ClassVar[bool] = False  # every process of a multi-process run must take part
+    summary_keys: ClassVar[tuple[str, ...]] = ()  # result keys the study summary takes from the last such phase
+
+    def check(self, config: Config, key: str) -> None:
+        """Raise ValueError naming `key` (e.g. `study.phases.2`) when this phase cannot run on `config`."""
+
+
+PHASES: Registry[PhaseConfig] = Registry("phase", PhaseConfig)
+
+
+@dataclass
+class StudyContext:
+    """What the phases of one study share: the config, the run directory, and lazily loaded
+    methods / loaders / pooled features (reloaded when a pretraining phase moved the weights)."""
+
+    config: Config
+    run: RunDir
+    _methods: dict[str, Method] = field(default_factory=dict)
+    _loaders: tuple[DataLoader, DataLoader] | None = None
+    _features: dict[str, PooledFeatures] = field(default_factory=dict)
+    _epoch: int | None = None
+
+    def invalidate(self) -> None:
+        """Forget the pretrained method and its features (the checkpoint changed)."""
+        self._methods.pop("pretrained", None)
+        self._features.pop("pretrained", None)
+        self._epoch = None
+
+    @property
+    def epoch(self) -> int:
+        """Epochs of pretraining in `checkpoints/last.ckpt` (0 before any)."""
+        if self._epoch is None:
+            self._epoch = self.run.checkpoint_epoch()
+        return self._epoch
+
+    def methods(self) -> dict[str, Method]:
+        """`pretrained` (last.ckpt) and, with `eval.random_init_baseline`, `random_init`."""
+        from pretrainlab.study.run import load_pretrained_method, random_init_method
+
+        if "pretrained" not in self._methods:
+            self._methods["pretrained"] = load_pretrained_method(self.run.path)[1]
+        if self.config.eval.random_init_baseline and "random_init" not in self._methods:
+            self._methods["random_init"] = random_init_method(self.config)
+        return {name: self._methods[name] for name in ("pretrained", "random_init") if name in self._methods}
+
+    def eval_loaders(self) -> tuple[DataLoader, DataLoader]:
+        from pretrainlab.data.loaders import build_eval_loaders
+
+        if self._loaders is None:
+            self._loaders = build_eval_loaders(self.config)
+        return self._loaders
+
+    def pooled_features(self) -> dict[str, PooledFeatures]:
+        """Pooled features of every method's eval backbone, extracted once and shared by kNN, linear, t-SNE."""
+        from pretrainlab.eval.pooled_features import extract_pooled_features
+
+        train_loader, val_loader = self.eval_loaders()
+        methods = self.methods()
+        for name, method in methods.items():
+            if name not in self._features:
+                self._features[name] = extract_pooled_features(method.eval_backbone(), train_loader, val_loader)
+        return {name: self._features[name] for name in methods}
+
+
+def run_phase(phase: PhaseConfig, place: Phase, context: StudyContext) -> dict[str, Any]:
+    """Run `phase` (its registered runner) and return its result."""
+    return PHASES.build(phase, place, context)
