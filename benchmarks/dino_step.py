@@ -10,7 +10,7 @@ first (FLOP-counted, fp32) step checks that both losses agree.
 
 * ours: `TimmBackbone` + `DINOHead` + `DINO.training_step` (same-size crops batched into
   one forward) + `after_optimizer_step`; the optimizer from `build_optimizer`. KoLeo is a
-  loss on the `backbone` tap (`losses/on_taps.py`), computed by the method's own step on
+  loss on the `backbone` tap (`methods/tap_losses.py`), computed by the method's own step on
   the student's global crops.
 * lightly: written as lightly's DINO example does it: timm backbone, student head
   `DINOProjectionHead(..., freeze_last_layer=1)`, teacher head a second instance loaded
@@ -50,10 +50,11 @@ import torch
 from _timing import count_flops, time_interleaved
 from torch import Tensor
 
-from pretrainlab.config.schema import KoLeoLossConfig, OptimConfig
+from pretrainlab.engine.optim import OptimConfig
+from pretrainlab.methods.tap_losses import KoLeoLossConfig
 from pretrainlab.engine.optim import build_optimizer, set_lr_and_weight_decay
 from pretrainlab.engine.schedules import StepValues
-from pretrainlab.losses.on_taps import build_tap_loss
+from pretrainlab.methods.tap_losses import build_tap_loss
 from pretrainlab.methods.dino import DINO
 from pretrainlab.models.backbones.timm_backbone import TimmBackbone
 from pretrainlab.models.heads.dino import DINOHead

@@ -25,7 +25,7 @@ study: tiny
 base: {base}
 variants:
   cold: {{method.temperature: 0.5}}
-  warm: {{method.temperature: 0.1, eval.linear.enabled: true}}
+  warm: {{method.temperature: 0.1, study.phases: [{{name: pretrain}}, {{name: knn}}, {{name: linear}}]}}
 presets:
   one_epoch: {{engine.max_epochs: 1, eval.knn.ks: [5]}}
 """
@@ -108,7 +108,7 @@ def test_sweep_runs_two_tiny_variants_then_skips_them(tiny_synthetic: Path, tmp_
     assert set(rows) == {"cold", "warm"}
     assert rows["cold"][2] == "" and 0.0 <= float(rows["warm"][2]) <= 100.0  # linear probe only where enabled
     assert all(int(values[4]) > 0 for values in rows.values())  # parameter counts
-    assert json.loads((study / "warm" / "eval" / "linear.json").read_text())["random_init"]["top1"] >= 0.0
+    assert json.loads((study / "warm" / "phases" / "02_linear" / "linear.json").read_text())["random_init"]["top1"] >= 0.0
     assert "| variant |" in (study / "scores.md").read_text()
 
     summaries = {name: (study / name / "summary.json").stat().st_mtime for name in rows}

@@ -19,7 +19,7 @@ from pretrainlab.analysis.params import (
 )
 from pretrainlab.cli import main
 from pretrainlab.config import load_config
-from pretrainlab.engine.run import random_init_method
+from pretrainlab.study.run import random_init_method
 
 REPO = Path(__file__).resolve().parents[2]
 

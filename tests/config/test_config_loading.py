@@ -9,7 +9,8 @@ import yaml
 
 from pretrainlab.cli import main
 from pretrainlab.config import ConfigError, load_config
-from pretrainlab.config.schema import DINOConfig, SimCLRConfig
+from pretrainlab.methods.dino import DINOConfig
+from pretrainlab.methods.simclr import SimCLRConfig
 from pretrainlab.config.sweeps import expand_sweep
 
 

@@ -7,13 +7,11 @@ from pathlib import Path
 import pytest
 
 from pretrainlab.config import ConfigError, load_config
-from pretrainlab.config.schema import (
-    DAPPMConfig,
-    DINOConfig,
-    KoLeoLossConfig,
-    MultiTaskHeadConfig,
-    SupervisedConfig,
-)
+from pretrainlab.methods.dino import DINOConfig
+from pretrainlab.methods.supervised import SupervisedConfig
+from pretrainlab.methods.tap_losses import KoLeoLossConfig
+from pretrainlab.models.heads import MultiTaskHeadConfig
+from pretrainlab.models.necks import DAPPMConfig
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
@@ -70,18 +68,18 @@ def test_loss_on_missing_neck_tap_is_a_load_error_naming_the_key(tmp_path: Path)
 @pytest.mark.parametrize(
     "overrides, expected",
     [
-        (["method.losses=[{name: kolo}]"], "method.losses.0.name: unknown losses 'kolo'; did you mean 'koleo'?"),
+        (["method.losses=[{name: kolo}]"], "method.losses.0.name: unknown loss 'kolo'; did you mean 'koleo'?"),
         (["method.losses=[{name: koleo, wieght: 1}]"], "method.losses.0.wieght: unknown key; did you mean 'weight'?"),
         (["method.losses=[{name: koleo, tap: nek}]"], "method.losses.0.tap: String should match pattern"),
         (["method.losses=[{name: koleo, tap: 'head:cls'}]"], "no tap 'head:cls'; known taps: backbone, head:dino"),
-        (["neck.name=dapm"], "neck.name: unknown neck 'dapm'; did you mean 'dappm'? known: none, dappm, pappm"),
+        (["neck.name=dapm"], "neck.name: unknown neck 'dapm'; did you mean 'dappm'? known: dappm, none, pappm"),
         (["neck={name: pappm, branch_chanels: 8}"], "neck.branch_chanels: unknown key; did you mean 'branch_channels'?"),
         (["method={name: simclr}", "neck.name=dappm"], "method simclr has no neck"),
-        (["method.losses=[{name: cross_entropy, tap: 'head:dino'}]"], "'cross_entropy' needs labels; method dino"),
+        (["method.losses=[{name: cross_entropy, tap: 'head:dino'}]"], "method.losses.0.name: 'cross_entropy' needs labels; this method has none"),
         (["method={name: supervised, head: {name: lin}}"], "method.head.name: unknown head 'lin'; did you mean 'linear'?"),
         (  # a task of a multi-task head: named by its path, not mistaken for a component called `shape`
             ["method={name: supervised, head: {name: multi_task, tasks: {shape: {name: linaer}}}}"],
-            "method.head.tasks.shape.name: unknown name 'linaer'; did you mean 'linear'? known: linear, cls",
+            "method.head.tasks.shape.name: unknown head 'linaer'; did you mean 'linear'? known: cls, dino, linear, multi_task",
         ),
         (
             ["method={name: supervised, head: {name: multi_task, tasks: {a: {}}, weights: {b: 1}}}"],

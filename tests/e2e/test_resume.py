@@ -12,7 +12,7 @@ import torch
 from conftest import REPO_ROOT, tiny_run_overrides
 
 from pretrainlab.config import load_config
-from pretrainlab.engine.run import checkpoint_path, pretrain
+from pretrainlab.study.run import checkpoint_path, pretrain
 
 KILL_AT_STEP = 9  # 6 steps per epoch: dies in the middle of the second epoch, after one checkpoint
 
@@ -21,7 +21,7 @@ KILLER = textwrap.dedent(
     import os, sys
     from pretrainlab.config import load_config
     from pretrainlab.engine import module
-    from pretrainlab.engine.run import pretrain
+    from pretrainlab.study.run import pretrain
 
     original = module.PretrainModule.training_step
 

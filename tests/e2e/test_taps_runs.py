@@ -9,7 +9,7 @@ import pytest
 from conftest import tiny_run_overrides
 
 from pretrainlab.config import load_config
-from pretrainlab.engine.run import load_pretrained_method, pretrain
+from pretrainlab.study.run import load_pretrained_method, pretrain
 from pretrainlab.methods import DINO, Supervised
 
 VARIANTS = {

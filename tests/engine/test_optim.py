@@ -3,7 +3,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from pretrainlab.config.schema import OptimConfig
+from pretrainlab.engine.optim import OptimConfig
 from pretrainlab.engine.optim import (
     build_optimizer,
     clip_gradients_per_parameter,

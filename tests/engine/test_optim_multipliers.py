@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from pretrainlab.config.schema import OptimConfig
+from pretrainlab.engine.optim import OptimConfig
 from pretrainlab.engine.freeze import set_trainable_for_mode
 from pretrainlab.engine.optim import (
     build_optimizer,
@@ -51,14 +51,14 @@ def test_overlapping_patterns_never_put_a_parameter_in_two_groups() -> None:
     groups = param_groups(model, {"head": 10.0, "*.weight": 3.0, "head.conv": 5.0, "*": 0.5})
     ids = [id(p) for g in groups for p in g["params"]]
     assert len(ids) == len(set(ids)) == len(list(model.parameters()))
-    optimizer = build_optimizer(model, OptimConfig(name="sgd"), {"head": 10.0, "*.weight": 3.0})  # torch also checks
+    optimizer = build_optimizer(model, OptimConfig(name="sgd", lr_multipliers={"head": 10.0, "*.weight": 3.0}))  # torch also checks
     assert sum(len(g["params"]) for g in optimizer.param_groups) == len(ids)
 
 
 def test_only_trainable_parameters_and_lr_scale_applied() -> None:
     model = Net()
     set_trainable_for_mode(model, "frozen")
-    optimizer = build_optimizer(model, OptimConfig(name="adamw"), {"head.conv": 10.0})
+    optimizer = build_optimizer(model, OptimConfig(name="adamw", lr_multipliers={"head.conv": 10.0}))
     names = {name for g in optimizer.param_groups for name in g["names"]}
     assert names == {"head.norm.weight", "head.norm.bias", "head.conv.weight", "head.conv.bias"}
     set_lr_and_weight_decay(optimizer, 0.01, 0.05)

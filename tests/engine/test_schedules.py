@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from pretrainlab.config import load_config
-from pretrainlab.engine.schedules import build_schedules, cosine_schedule
+from pretrainlab.engine.schedules import cosine_schedule
+from pretrainlab.study.run import make_pretrain_schedules
 
 
 def test_cosine_schedule_warmup_and_ends() -> None:
@@ -15,7 +16,7 @@ def test_cosine_schedule_warmup_and_ends() -> None:
     assert np.all(np.diff(values[2:]) < 0)
 
 
-def test_build_schedules_dino() -> None:
+def test_pretrain_schedules_dino() -> None:
     config = load_config(
         None,
         [
@@ -29,13 +30,24 @@ def test_build_schedules_dino() -> None:
             "method.momentum_teacher=0.99",
         ],
     )
-    schedules = build_schedules(config, steps_per_epoch=10)
+    schedules = make_pretrain_schedules(config)(10, 1)
     assert schedules.total_iters == 40
     assert schedules.lr.max() == pytest.approx(0.001 * 128 / 256)  # linear scaling rule
-    assert schedules.teacher_temp[0] == pytest.approx(0.02)
-    assert schedules.teacher_temp[19] == pytest.approx(0.06)
-    assert schedules.teacher_temp[-1] == pytest.approx(0.06)
-    assert schedules.teacher_momentum[0] == pytest.approx(0.99)
-    assert schedules.teacher_momentum[-1] > 0.999
+    assert schedules.values['teacher_temp'][0] == pytest.approx(0.02)
+    assert schedules.values['teacher_temp'][19] == pytest.approx(0.06)
+    assert schedules.values['teacher_temp'][-1] == pytest.approx(0.06)
+    assert schedules.values['teacher_momentum'][0] == pytest.approx(0.99)
+    assert schedules.values['teacher_momentum'][-1] > 0.999
     step = schedules.at(25)
     assert step.epoch == 2 and step.lr == pytest.approx(schedules.lr[25])
+
+
+def test_pretrain_schedules_follow_the_global_batch_and_per_process_steps() -> None:
+    """2 processes x batch 128 with 5 steps each per epoch = 1 process x batch 256 with 5 steps."""
+    config = load_config(None, ["engine.max_epochs=4", "data.batch_size=128", "optim.lr=0.001"])
+    two_processes = make_pretrain_schedules(config)(5, 2)
+    one_process = make_pretrain_schedules(config.model_copy(update={"data": config.data.model_copy(update={"batch_size": 256})}))(5, 1)
+    assert two_processes.total_iters == 20
+    np.testing.assert_allclose(two_processes.lr, one_process.lr)
+    assert two_processes.lr.max() == pytest.approx(0.001 * 256 / 256)
+    assert two_processes.last().values["teacher_momentum"] == pytest.approx(1.0, abs=1e-4)

@@ -8,12 +8,16 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from pretrainlab import study
+from pretrainlab.eval import pooled_features
 from pretrainlab.config.loading import load_config
 from pretrainlab.eval.knn import extract_features
 from pretrainlab.eval.knn_eval import evaluate_knn, knn_scores
 from pretrainlab.eval.linear_probe import fit_linear_probe, linear_probe_scores
 from pretrainlab.eval.pooled_features import extract_pooled_features
+from pretrainlab.run_dir import RunDir
+from pretrainlab.study.knn_phase import KNNPhaseConfig, run_knn_phase
+from pretrainlab.study.linear_phase import LinearPhaseConfig, run_linear_phase
+from pretrainlab.study.phase import StudyContext
 from pretrainlab.models.backbones.sebnet import SEBNet
 
 
@@ -61,11 +65,12 @@ def test_a_study_extracts_each_backbones_features_once(monkeypatch: pytest.Monke
         calls.append(1)
         return extract_pooled_features(*args)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(study, "extract_pooled_features", counting)
-    run = study.RunForEval(
-        load_config(None), {"pretrained": _Method(0), "random_init": _Method(1)}, _loader(48, 0), _loader(24, 1)
-    )  # type: ignore[arg-type]
-    knn = study.evaluate_knn_run(tmp_path, run=run)
-    linear = study.evaluate_linear_run(tmp_path, run=run)
-    assert len(calls) == 2 and set(knn) == set(linear) == {"pretrained", "random_init"}
-    assert (tmp_path / "eval" / "knn.json").is_file() and (tmp_path / "plots" / "tsne.png").is_file()
+    monkeypatch.setattr(pooled_features, "extract_pooled_features", counting)
+    run = RunDir(tmp_path)
+    context = StudyContext(load_config(None), run, {"pretrained": _Method(0), "random_init": _Method(1)},
+                           (_loader(48, 0), _loader(24, 1)), _epoch=1)  # type: ignore[arg-type]  # fmt: skip
+    knn = run_knn_phase(KNNPhaseConfig(), run.phase(1, "knn"), context)
+    linear = run_linear_phase(LinearPhaseConfig(), run.phase(2, "linear"), context)
+    assert len(calls) == 2 and set(knn["knn_top1"]) == set(linear["linear_top1"]) == {"pretrained", "random_init"}
+    assert (tmp_path / "phases" / "01_knn" / "knn.json").is_file() and (tmp_path / "phases" / "01_knn" / "tsne.png").is_file()
+    assert (tmp_path / "phases" / "02_linear" / "linear.json").is_file()

@@ -14,13 +14,13 @@ from pretrainlab.config.loading import load_config
 from pretrainlab.config.schema import Config
 from pretrainlab.eval.segmentation import (
     build_segmentor,
-    cache_backbone_maps,
     evaluate_segmentor,
-    finetune,
+    finetune_segmentation,
     train_collate,
 )
 from pretrainlab.eval.segmentation_data import build_seg_datasets
 from pretrainlab.eval.segmentation_report import SECTION_TITLE, write_report_section
+from pretrainlab.methods.segmentation import cache_backbone_maps
 from pretrainlab.models.backbones import build_backbone
 
 
@@ -32,7 +32,9 @@ def seg_overrides(data_root: Path, output_root: Path, **extra: object) -> list[s
         "engine.precision": "32",
         "backbone.arch": "resnet18",
         "backbone.small_input_stem": True,
-        "backbone.kwargs": {"layers": [1, 1, 1, 1], "channels": [8, 8, 16, 16]},
+        "backbone.layers": [1, 1, 1, 1],
+        "backbone.channels": [8, 8, 16, 16],
+        "engine.progress_bar": False,
         "eval.seg.crop_size": 32,
         "eval.seg.scale": [128, 32],
         "eval.seg.batch_size": 2,
@@ -61,7 +63,7 @@ def test_cached_maps_equal_recomputed_maps(tiny_synthetic: Path, tmp_path: Path)
     train, _ = build_seg_datasets(config)
     segmentor = build_segmentor(build_backbone(config.backbone), config, train.num_classes)
     segmentor.backbone.requires_grad_(False)
-    maps, labels = cache_backbone_maps(segmentor, train, config)
+    maps, labels = cache_backbone_maps(segmentor, train, train_collate(config), 2, config.engine.precision)
     assert labels.shape == (len(train), 32, 32)
     assert [m.shape[-1] for m in maps[:-2]] == [0] * (len(maps) - 2)  # maps the head does not read
     images, batch_labels = train_collate(config)([train[1]])
@@ -75,10 +77,10 @@ def test_cached_maps_equal_recomputed_maps(tiny_synthetic: Path, tmp_path: Path)
 def test_finetune_changes_only_what_trains(tiny_synthetic: Path, tmp_path: Path, mode: str) -> None:
     config = config_for(tiny_synthetic, tmp_path, **{"eval.seg.mode": mode, "eval.seg.lr_multipliers": {"head": 10.0}})
     train, val = build_seg_datasets(config)
-    segmentor = build_segmentor(build_backbone(config.backbone), config, train.num_classes)
-    backbone_before = {k: v.clone() for k, v in segmentor.backbone.state_dict().items()}
-    head_before = {k: v.clone() for k, v in segmentor.head.state_dict().items()}
-    log = finetune(segmentor, train, config)
+    backbone = build_backbone(config.backbone)
+    backbone_before = {k: v.clone() for k, v in backbone.state_dict().items()}
+    segmentor, log = finetune_segmentation(backbone, config, train, tmp_path / "seg", "test")
+    head_before = {k: v.clone() for k, v in build_segmentor(build_backbone(config.backbone), config, train.num_classes).head.state_dict().items()}
     assert not log.cached_maps  # augmentation is on
     changed = any(not torch.equal(v, segmentor.backbone.state_dict()[k]) for k, v in backbone_before.items())
     assert changed == (mode == "full")  # frozen: BN running stats untouched too (eval mode)
@@ -107,7 +109,7 @@ def test_evaluate_seg_cli_writes_json_plot_and_report(tiny_synthetic: Path, tmp_
     assert list(result["per_class"])[:3] == ["sky", "ground", "wall"]
     assert result["backbone"] == "random_init" and result["train"]["cached_maps"]
     assert result["config"]["iterations"] == 3
-    assert (run_dir / "plots" / "seg_examples.png").stat().st_size > 0
+    assert (run_dir / "eval" / "seg_examples.png").stat().st_size > 0
     assert (run_dir / "report.md").read_text().count(SECTION_TITLE) == 1
 
     checkpoint = tmp_path / "backbone.pt"

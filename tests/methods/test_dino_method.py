@@ -2,10 +2,10 @@ from __future__ import annotations
 
 import torch
 
-from pretrainlab.config.schema import KoLeoLossConfig
+from pretrainlab.methods.tap_losses import KoLeoLossConfig
 from pretrainlab.engine.schedules import StepValues
 from pretrainlab.losses.koleo import koleo_per_crop
-from pretrainlab.losses.on_taps import build_tap_loss
+from pretrainlab.methods.tap_losses import build_tap_loss
 from pretrainlab.methods.dino import DINO
 from pretrainlab.models.backbones.timm_backbone import TimmBackbone
 from pretrainlab.models.heads.dino import DINOHead
@@ -13,16 +13,16 @@ from pretrainlab.models.model import group_by_size
 from pretrainlab.models.necks.ppm import DAPPM
 
 
-def tiny_dino(freeze_last_layer_iters: int = 0) -> DINO:
+def tiny_dino(freeze_last_layer_epochs: int = 0) -> DINO:
     backbone = TimmBackbone(
         "resnet18", small_input_stem=True, layers=[1, 1, 1, 1], channels=[8, 8, 16, 16]
     )
     head = DINOHead(backbone.embed_dim, 32, hidden_dim=16, bottleneck_dim=8)
-    return DINO(backbone, head, freeze_last_layer_iters=freeze_last_layer_iters)
+    return DINO(backbone, head, freeze_last_layer_epochs=freeze_last_layer_epochs)
 
 
 def step_values(iteration: int = 0, momentum: float = 0.9) -> StepValues:
-    return StepValues(iteration, 0, 1e-3, 0.04, momentum, 0.04)
+    return StepValues(iteration, 0, 1e-3, 0.04, {"teacher_momentum": momentum, "teacher_temp": 0.04})
 
 
 def views(batch: int = 4) -> list[torch.Tensor]:
@@ -39,7 +39,7 @@ def test_teacher_gets_no_gradient_and_stays_in_eval_mode() -> None:
     assert not method.teacher.training and method.student.training
     batchnorms = [m for m in method.teacher.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     assert batchnorms and all(m.training for m in batchnorms)  # batch statistics, as official DINO
-    outputs = method.training_step(views(), step_values())
+    outputs = method.training_step((views(), None), step_values())
     outputs["loss"].backward()
     assert all(p.grad is None for p in method.teacher.parameters())
     assert all(p.grad is not None for p in method.student.parameters() if p.requires_grad)
@@ -50,7 +50,7 @@ def test_teacher_gets_no_gradient_and_stays_in_eval_mode() -> None:
 def test_center_moves_after_the_loss() -> None:
     method = tiny_dino()
     before = method.loss.center.clone()
-    method.training_step(views(), step_values())
+    method.training_step((views(), None), step_values())
     assert not torch.equal(before, method.loss.center)
 
 
@@ -65,11 +65,11 @@ def test_update_teacher_is_an_ema() -> None:
         torch.testing.assert_close(teacher, 0.9 * before + 0.1 * student)
 
 
-def test_last_layer_frozen_only_during_first_iterations() -> None:
-    method = tiny_dino(freeze_last_layer_iters=5)
-    frozen = method.frozen_parameters(step_values(iteration=4))
+def test_last_layer_frozen_only_during_first_epochs() -> None:
+    method = tiny_dino(freeze_last_layer_epochs=2)
+    frozen = method.frozen_parameters(StepValues(19, 1, 1e-3, 0.04))
     assert {id(p) for p in frozen} == {id(p) for p in method.student.heads["dino"].last_layer.parameters()}
-    assert method.frozen_parameters(step_values(iteration=5)) == []
+    assert method.frozen_parameters(StepValues(20, 2, 1e-3, 0.04)) == []
 
 
 def test_dino_head_normalised_last_layer() -> None:
@@ -98,7 +98,7 @@ def test_neck_in_student_and_teacher_and_koleo_on_global_crops() -> None:
     assert method.student.neck is not None and method.teacher.neck is not None
     assert all(not p.requires_grad for p in method.teacher.neck.parameters())
     batch_views = views()
-    outputs = method.training_step(batch_views, step_values())
+    outputs = method.training_step((batch_views, None), step_values())
     assert {"loss", "loss_koleo_neck", "koleo_neck"} <= set(outputs)
     torch.testing.assert_close(outputs["loss_koleo_neck"], 0.3 * outputs["koleo_neck"])
     with torch.no_grad():  # the student in train mode again gives the same global-crop features (no dropout)
@@ -111,7 +111,7 @@ def test_neck_in_student_and_teacher_and_koleo_on_global_crops() -> None:
 
 def test_koleo_at_backbone_leaves_the_neck_to_the_dino_loss() -> None:
     method = dino_with_neck_and_koleo(tap="backbone")
-    outputs = method.training_step(views(), step_values())
+    outputs = method.training_step((views(), None), step_values())
     outputs["loss_koleo_backbone"].backward()
     assert all(p.grad is None for p in method.student.neck.parameters())
     assert any(p.grad is not None for p in method.student.backbone.parameters())

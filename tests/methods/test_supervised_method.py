@@ -12,7 +12,7 @@ from pretrainlab.methods import Supervised, build_method
 from pretrainlab.models.backbones.timm_backbone import TimmBackbone
 from pretrainlab.models.heads import ClsHead, LinearHead, MultiTaskHead
 
-STEP = StepValues(0, 0, 1e-3, 0.0, 1.0, 1.0)
+STEP = StepValues(0, 0, 1e-3, 0.0)
 NUM_CLASSES = 3
 
 
@@ -24,7 +24,7 @@ def test_loss_is_label_smoothed_cross_entropy_of_the_head() -> None:
     backbone = tiny_backbone()
     method = Supervised(backbone, LinearHead(backbone.embed_dim, NUM_CLASSES), head_name="linear", label_smoothing=0.2)
     images, labels = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 1])
-    outputs = method.training_step([images], STEP, labels)
+    outputs = method.training_step(([images], labels), STEP)
     with torch.no_grad():
         logits = method.model(images)["head:linear"]
     torch.testing.assert_close(outputs["loss"], classification_cross_entropy(logits, labels, 0.2))
@@ -39,7 +39,7 @@ def test_multi_task_losses_are_summed_with_weights() -> None:
         {"a": 0.25},
     )
     method = Supervised(backbone, head, head_name="multi_task", label_smoothing=0.0)
-    outputs = method.training_step([torch.randn(4, 3, 32, 32)], STEP, torch.tensor([0, 1, 2, 1]))
+    outputs = method.training_step(([torch.randn(4, 3, 32, 32)], torch.tensor([0, 1, 2, 1])), STEP)
     expected = 0.25 * outputs["cross_entropy_a"] + outputs["cross_entropy_b"]
     torch.testing.assert_close(outputs["loss"].detach(), expected)
 
@@ -47,8 +47,8 @@ def test_multi_task_losses_are_summed_with_weights() -> None:
 def test_needs_labels_and_one_view() -> None:
     backbone = tiny_backbone()
     method = Supervised(backbone, LinearHead(backbone.embed_dim, NUM_CLASSES))
-    with pytest.raises(ValueError, match="needs one view and labels"):
-        method.training_step([torch.randn(2, 3, 32, 32)], STEP)
+    with pytest.raises(ValueError, match="needs one view per image"):
+        method.training_step(([torch.randn(2, 3, 32, 32)] * 2, torch.tensor([0, 1])), STEP)
 
 
 def test_built_from_config_with_neck_restore_and_tap_losses() -> None:
@@ -61,10 +61,10 @@ def test_built_from_config_with_neck_restore_and_tap_losses() -> None:
             "data.synthetic.num_classes=5",
         ],
     )
-    method = build_method(config, steps_per_epoch=1)
+    method = build_method(config)
     assert isinstance(method, Supervised)
     assert method.model.tap_names() == ["backbone", "neck", "head:cls"]
-    outputs = method.training_step([torch.randn(4, 3, 32, 32)], STEP, torch.tensor([0, 4, 2, 1]))
+    outputs = method.training_step(([torch.randn(4, 3, 32, 32)], torch.tensor([0, 4, 2, 1])), STEP)
     assert {"loss", "accuracy", "loss_koleo_neck", "koleo_neck"} <= set(outputs)
     assert method.model.heads["cls"].classifier.out_features == 5
 
@@ -77,7 +77,7 @@ def test_a_few_steps_fit_a_fixed_batch() -> None:
     images, labels = torch.randn(12, 3, 32, 32), torch.arange(12) % NUM_CLASSES
     losses = []
     for _ in range(15):
-        loss = method.training_step([images], STEP, labels)["loss"]
+        loss = method.training_step(([images], labels), STEP)["loss"]
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

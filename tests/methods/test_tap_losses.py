@@ -7,10 +7,10 @@ import math
 import pytest
 import torch
 
-from pretrainlab.config.schema import CrossEntropyLossConfig, KoLeoLossConfig
+from pretrainlab.methods.tap_losses import CrossEntropyLossConfig, KoLeoLossConfig
 from pretrainlab.losses.cross_entropy import classification_cross_entropy
 from pretrainlab.losses.koleo import koleo_loss
-from pretrainlab.losses.on_taps import build_tap_loss, tap_losses
+from pretrainlab.methods.tap_losses import build_tap_loss, tap_losses
 
 
 def test_weighted_loss_and_unweighted_log() -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pretrainlab.config.schema import BackboneConfig, SEBNetConfig, TimmBackboneConfig
+from pretrainlab.models.backbones import BackboneConfig, SEBNetConfig, TimmBackboneConfig
 from pretrainlab.models.backbones import BACKBONES, Backbone, build_backbone
 
 BATCH = 2
@@ -25,7 +25,7 @@ CASES: list[tuple[str, dict, int, list[int], int | None]] = [
     ("resnet18", {"name": "timm", "arch": "resnet18"}, 64, [2, 4, 8, 16, 32], None),
     (
         "resnet_small_stem",
-        {"name": "timm", "arch": "resnet18", "small_input_stem": True, "kwargs": {"layers": [1, 1, 1, 1]}},
+        {"name": "timm", "arch": "resnet18", "small_input_stem": True, "layers": [1, 1, 1, 1]},
         32,
         [1, 1, 2, 4, 8],
         None,

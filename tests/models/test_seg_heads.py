@@ -6,15 +6,10 @@ import pytest
 import torch
 
 from pretrainlab.config.loading import ConfigError, load_config
-from pretrainlab.config.schema import (
-    SegFormerHeadConfig,
-    SegLinearHeadConfig,
-    SegmenterHeadConfig,
-    UperHeadConfig,
-)
+from pretrainlab.models.heads import SegFormerHeadConfig, SegLinearHeadConfig, SegmenterHeadConfig, UperHeadConfig
 from pretrainlab.eval.segmentation_model import Segmentor
 from pretrainlab.models.backbones import TimmBackbone
-from pretrainlab.models.heads.seg_registry import SEG_HEADS, build_seg_head
+from pretrainlab.models.heads.seg_base import SEG_HEADS, build_seg_head
 
 HEAD_CONFIGS = {
     "seg_linear": SegLinearHeadConfig(num_maps=2),
@@ -85,7 +80,7 @@ def test_segmenter_masks_are_layer_normed_over_classes(vit: TimmBackbone) -> Non
 
 
 def test_unknown_head_name_fails_at_load_with_did_you_mean() -> None:
-    with pytest.raises(ConfigError, match="unknown head 'segformr'; did you mean 'segformer'"):
+    with pytest.raises(ConfigError, match="unknown segmentation head 'segformr'; did you mean 'segformer'"):
         load_config(None, ["eval.seg.head.name=segformr"])
     with pytest.raises(KeyError, match="did you mean 'uper'"):
         SEG_HEADS.get("upper")

@@ -131,7 +131,8 @@ def format_validation_error(
             message = str(item["ctx"]["error"])  # a validator of a whole section: its message names the keys
         else:
             message = f"{item['msg']} (got {item.get('input')!r})"
-        lines.append(f"{source}: {dotted}: {message}")
+        is_whole_config = not loc and kind == "value_error"  # Config's own checks name their keys
+        lines.append(f"{source}: {message}" if is_whole_config else f"{source}: {dotted}: {message}")
     return "\n".join(lines)
 
 

@@ -87,7 +87,8 @@ class SegFinetuneConfig(Strict):
         """The engine's optimizer settings for this finetuning (constant weight decay, no clipping)."""
         return OptimConfig(name=self.optimizer, lr=self.lr, min_lr=self.min_lr, warmup_epochs=0.0,
                            weight_decay=self.weight_decay, weight_decay_end=self.weight_decay, momentum=self.momentum,
-                           clip_grad=None, scale_lr_with_batch=False, lr_multipliers=self.lr_multipliers)  # fmt: skip
+                           clip_grad=None, scale_lr_with_batch=False,
+                           lr_multipliers={f"segmentor.{k}": v for k, v in self.lr_multipliers.items()})  # fmt: skip
 
     def schedules(self, steps_per_epoch: int, world_size: int) -> Schedules:
         """MMSeg's poly lr with linear warm-up, by iteration; the whole finetuning is one epoch."""
