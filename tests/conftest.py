@@ -61,6 +61,7 @@ def tiny_run_overrides(data_root: Path, output_root: Path, **extra: object) -> l
         "backbone.layers": [1, 1, 1, 1],
         "backbone.channels": [8, 8, 16, 16],
         "eval.knn.ks": [5, 10],
+        "study.phases": [{"name": "pretrain"}, {"name": "knn"}],  # seg phases have their own tests
     }
     overrides.update(extra)
     return [f"{key}={_yaml_inline(value)}" for key, value in overrides.items()]

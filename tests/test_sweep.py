@@ -24,7 +24,7 @@ SWEEP = """\
 study: tiny
 base: {base}
 variants:
-  cold: {{method.temperature: 0.5}}
+  cold: {{method.temperature: 0.5, study.phases: [{{name: pretrain}}, {{name: knn}}]}}
   warm: {{method.temperature: 0.1, study.phases: [{{name: pretrain}}, {{name: knn}}, {{name: linear}}]}}
 presets:
   one_epoch: {{engine.max_epochs: 1, eval.knn.ks: [5]}}
@@ -97,7 +97,7 @@ def test_new_verbs_have_help(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_sweep_runs_two_tiny_variants_then_skips_them(tiny_synthetic: Path, tmp_path: Path) -> None:
     path = write_sweep(tmp_path)
-    overrides = tiny_run_overrides(tiny_synthetic, tmp_path / "runs")
+    overrides = [o for o in tiny_run_overrides(tiny_synthetic, tmp_path / "runs") if not o.startswith("study.")]
     assert main(["-q", "sweep", str(path), "--preset", "one_epoch", *overrides]) == 0
     study = tmp_path / "runs" / "tiny"
     lines = (study / "scores.csv").read_text().splitlines()

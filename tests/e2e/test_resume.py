@@ -12,7 +12,8 @@ import torch
 from conftest import REPO_ROOT, tiny_run_overrides
 
 from pretrainlab.config import load_config
-from pretrainlab.study.run import checkpoint_path, pretrain
+from pretrainlab.run_dir import RunDir, load_checkpoint
+from pretrainlab.study.run import pretrain
 
 KILL_AT_STEP = 9  # 6 steps per epoch: dies in the middle of the second epoch, after one checkpoint
 
@@ -23,21 +24,21 @@ KILLER = textwrap.dedent(
     from pretrainlab.engine import module
     from pretrainlab.study.run import pretrain
 
-    original = module.PretrainModule.training_step
+    original = module.EngineModule.training_step
 
     def training_step(self, batch, batch_idx):
         if self.global_step == {kill_at}:
             os._exit(9)  # like SIGKILL: no cleanup, no final checkpoint
         return original(self, batch, batch_idx)
 
-    module.PretrainModule.training_step = training_step
+    module.EngineModule.training_step = training_step
     pretrain(load_config(None, sys.argv[1:]))
     """
 )
 
 
 def method_state(run_dir: Path) -> dict[str, torch.Tensor]:
-    state = torch.load(checkpoint_path(run_dir), map_location="cpu", weights_only=False)
+    state = load_checkpoint(RunDir(run_dir).checkpoint)
     return state["state_dict"]
 
 
@@ -48,7 +49,7 @@ def test_killed_run_resumes_to_identical_weights(tiny_synthetic: Path, tmp_path:
     if method == "dino":
         extra.update({"method.head": {"out_dim": 64, "hidden_dim": 32, "bottleneck_dim": 16}})
     overrides = tiny_run_overrides(tiny_synthetic, tmp_path / "a", **extra)
-    reference_dir = pretrain(load_config(None, overrides))
+    reference_dir = pretrain(load_config(None, overrides)).path
 
     killed_overrides = tiny_run_overrides(tiny_synthetic, tmp_path / "b", **extra)
     killed = subprocess.run(
@@ -61,11 +62,11 @@ def test_killed_run_resumes_to_identical_weights(tiny_synthetic: Path, tmp_path:
     )
     assert killed.returncode == 9, killed.stderr[-2000:]
     resumed_config = load_config(None, killed_overrides)
-    killed_state = torch.load(checkpoint_path(resumed_config.run_dir), weights_only=False)
+    killed_state = load_checkpoint(RunDir(resumed_config.run_dir).checkpoint)
     # the checkpoint written at the end of the first epoch (Lightning stores its 0-based index)
     assert killed_state["epoch"] == 0 and killed_state["global_step"] == 6
 
-    resumed_dir = pretrain(resumed_config, resume=True)
+    resumed_dir = pretrain(resumed_config, resume=True).path
     expected, actual = method_state(reference_dir), method_state(resumed_dir)
     assert expected.keys() == actual.keys()
     for key in expected:

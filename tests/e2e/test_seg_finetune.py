@@ -34,7 +34,7 @@ def test_full_finetuning_is_not_worse_than_frozen(tmp_path: Path) -> None:
     for mode in ("frozen", "full"):
         config = load_config("configs/quickstart.yaml", [*overrides, f"eval.seg.mode={mode}"])
         train, val = build_seg_datasets(config)
-        segmentor, log = finetune_segmentation(build_backbone(config.backbone), config, train)
+        segmentor, log = finetune_segmentation(build_backbone(config.backbone), config, train, tmp_path / mode, mode)
         assert log.losses[-1][1] < log.losses[0][1]
         metric, _ = evaluate_segmentor(segmentor, val, config)
         scores[mode] = metric.summary()["mIoU"]

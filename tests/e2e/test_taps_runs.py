@@ -26,7 +26,7 @@ VARIANTS = {
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_run_logs_tap_losses_and_reloads(tiny_synthetic: Path, tmp_path: Path, variant: str) -> None:
     overrides = tiny_run_overrides(tiny_synthetic, tmp_path, name=variant, **VARIANTS[variant])
-    run_dir = pretrain(load_config(None, overrides))
+    run_dir = pretrain(load_config(None, overrides)).path
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     train = [m for m in metrics if "train/objective" in m]
     assert train, "no training metrics logged"

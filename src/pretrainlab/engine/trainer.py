@@ -124,6 +124,7 @@ def fit(
         deterministic=False,
     )
     use_channels_last = engine.channels_last if channels_last is None else channels_last
+    method.train()  # Lightning keeps each module's mode: the method's own `train` decides (frozen parts stay eval)
     module = EngineModule(method, optim, make_schedules, channels_last=use_channels_last)
     started = time.perf_counter()
     trainer.fit(module, train_dataloaders=loader, ckpt_path=resume_from)
