@@ -26,7 +26,6 @@ from pretrainlab.registry import Registry
 
 if TYPE_CHECKING:
     from pretrainlab.config.schema import Config
-    from pretrainlab.data.train_data import TrainData
 
 
 class Method(nn.Module, abc.ABC):
@@ -61,9 +60,15 @@ class MethodConfig(Component):
         """The method's own per-iteration schedules by name, each of shape (total_iters,)."""
         return {}
 
-    def train_data(self, config: Config) -> TrainData:
-        """The training set, its sampler and collate, yielding the batches `training_step` takes."""
-        raise NotImplementedError(f"method {self.name} defines no training data")
+    # Subclasses define `train_data(self, config: Config) -> TrainData`: the training set, its sampler and
+    # collate, yielding the batches their method's `training_step` takes.
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        """A method config (one with a `name`) must say what it trains on: checked when the class is defined."""
+        super().__pydantic_init_subclass__(**kwargs)
+        if "name" in cls.model_fields and not callable(getattr(cls, "train_data", None)):
+            raise TypeError(f"{cls.__name__} must define train_data(self, config) -> TrainData")
 
 
 METHODS: Registry[MethodConfig] = Registry("method", MethodConfig)

@@ -162,7 +162,7 @@ def read_checkpoint(path: Path | str) -> object:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ValueError(
             f"cannot read {path} with torch.load(weights_only=True): {first_line} "
-            "If you trust the file, extract its state dict with weights_only=False and save that."
+            "Only tensors and plain types are loaded; save the weights as a plain state dict (or .safetensors)."
         ) from error
 
 
