@@ -120,17 +120,16 @@ def all_gather_no_grad(tensor: Tensor) -> Tensor:
         return torch.cat(parts)
 
 
-def launch_rank() -> int:
-    """Global rank of this process as its launcher set it in the environment, before (or without) a
-    process group: torchrun's `RANK`, SLURM's `SLURM_PROCID`, or Lightning's `NODE_RANK` / `LOCAL_RANK`
-    (non-zero for every process Lightning started besides the first). 0 in a plain single process."""
+def launched_as_rank_zero() -> bool:
+    """True unless this process's launcher marked it as another rank: torchrun's `RANK`, SLURM's
+    `SLURM_PROCID`, or Lightning's `NODE_RANK` / `LOCAL_RANK` (set for every process it starts
+    besides the first). Works before (and without) a process group."""
     for key in ("RANK", "SLURM_PROCID"):
         if key in os.environ:
-            return int(os.environ[key])
-    node, local = int(os.environ.get("NODE_RANK", 0)), int(os.environ.get("LOCAL_RANK", 0))
-    return node * 1_000 + local  # only "zero or not" matters before the group exists
+            return int(os.environ[key]) == 0
+    return int(os.environ.get("NODE_RANK", 0)) == 0 and int(os.environ.get("LOCAL_RANK", 0)) == 0
 
 
 def is_rank_zero() -> bool:
     """True in the process that writes run files: rank 0 of the group, else of the launcher."""
-    return rank() == 0 if is_distributed() else launch_rank() == 0
+    return rank() == 0 if is_distributed() else launched_as_rank_zero()

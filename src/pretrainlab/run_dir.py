@@ -209,16 +209,27 @@ class RunDir:
             return []
         return [read_json(d / RESULT) for d in sorted(folder.iterdir()) if (d / RESULT).is_file()]
 
+    def last_phase_dir(self, kind: str) -> Path | None:
+        """The folder of the last finished phase of `kind`, or None."""
+        results = [r for r in self.phase_results() if r["kind"] == kind]
+        return self.path / "phases" / results[-1]["phase"] if results else None
+
     def write_eval(self, name: str, data: dict[str, Any]) -> Path:
         path = self.eval_dir / f"{name}.json"
         write_json(path, data)
         return path
 
-    def read_eval(self) -> dict[str, dict[str, Any]]:
-        """eval/*.json by file stem."""
+    def read_eval(self) -> dict[str, Any]:
+        """eval/*.json by file stem (unreadable files are left out)."""
         if not self.eval_dir.is_dir():
             return {}
-        return {path.stem: read_json(path) for path in sorted(self.eval_dir.glob("*.json"))}
+        found = {}
+        for path in sorted(self.eval_dir.glob("*.json")):
+            try:
+                found[path.stem] = read_json(path)
+            except (OSError, json.JSONDecodeError):
+                continue
+        return found
 
     def has_summary(self) -> bool:
         return self.summary_path.is_file()

@@ -192,7 +192,7 @@ def test_heads_built_from_configs_resolve_num_classes() -> None:
 
 def test_registries_know_every_configurable_name() -> None:
     assert set(NECKS.names()) == {"none", "dappm", "pappm"}
-    assert set(HEADS.names()) == {"linear", "cls", "multi_task", "dino"}
+    assert {"linear", "cls", "multi_task", "dino"} <= set(HEADS.names())  # tests may register more
     with pytest.raises(KeyError, match="unknown neck 'dapm'; did you mean 'dappm'"):
         NECKS.get("dapm")
     assert build_neck(NoNeckConfig(), tiny_backbone()) is None

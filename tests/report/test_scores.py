@@ -93,11 +93,13 @@ def test_read_run_scores_from_summary_and_eval_files(tmp_path: Path) -> None:
     }
 
 
-def test_an_unfinished_run_reports_what_its_eval_folder_holds(tmp_path: Path) -> None:
+def test_an_unfinished_run_reports_what_its_phases_and_eval_folder_hold(tmp_path: Path) -> None:
     run = tmp_path / "run"
-    write_json(run / "eval" / "knn_random_init.json", {"top1": 18.5, "top5": 60.0})
+    write_json(run / "phases" / "01_knn" / "result.json",
+               {"phase": "01_knn", "kind": "knn", "knn_top1": {"pretrained": 30.5, "random_init": 18.5}})  # fmt: skip
     write_json(run / "eval" / "linear.json", {"pretrained": {"top1": 44.0}, "random_init": {"top1": 21.0}})
     assert read_run_scores(run).values == {
+        "knn_top1": 30.5,
         "knn_top1_random_init": 18.5,
         "linear_top1": 44.0,
         "linear_top1_random_init": 21.0,

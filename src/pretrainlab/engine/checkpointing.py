@@ -24,6 +24,13 @@ class SafeCheckpointIO(TorchCheckpointIO):
         return load_checkpoint(Path(path), map_location or "cpu")
 
 
+# Lightning's `save_checkpoint(weights_only=...)` chooses what is *written*: with the flag off, the
+# optimizer, loop and callback states go in too (what resuming needs). It has nothing to do with
+# how checkpoints are *read* (always `weights_only=True`, above). Passing it explicitly also
+# silences Lightning's "weights_only was not set" message at every epoch end.
+SAVE_MODEL_WEIGHTS_ONLY = False
+
+
 class LastCheckpoint(L.Callback):
     """Save `path` after every training epoch (Lightning resumes exactly from epoch ends)."""
 
@@ -31,4 +38,4 @@ class LastCheckpoint(L.Callback):
         self.path = path
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        trainer.save_checkpoint(self.path)
+        trainer.save_checkpoint(self.path, weights_only=SAVE_MODEL_WEIGHTS_ONLY)

@@ -3,7 +3,8 @@
 Manual optimisation keeps the whole step visible in one place: set lr / weight decay
 from the schedules, sum the `loss*` entries (weighted by the method; logged as
 `train/objective`), backward, per-parameter clipping, drop the gradients of frozen
-parameters, optimizer step, then the method's post-step work (EMA teacher).
+parameters, optimizer step, then the method's post-step work (EMA teacher). Every
+schedule value of the step is logged too (`train/lr`, `train/teacher_momentum`, ...).
 
 Schedules are built when training starts, from the number of batches *this process*
 runs per epoch and the number of processes (`make_schedules(steps_per_epoch, world_size)`),

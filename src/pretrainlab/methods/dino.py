@@ -103,8 +103,6 @@ class DINO(Method):
             "loss": loss,
             **tap_losses(self.tap_losses, global_taps, self.num_global),
             "teacher_entropy": mean_entropy(teacher_logits, self.loss.center, step["teacher_temp"]),
-            "teacher_temp": torch.tensor(step["teacher_temp"]),
-            "teacher_momentum": torch.tensor(step["teacher_momentum"]),
         }
 
     def frozen_parameters(self, step: StepValues) -> list[nn.Parameter]:

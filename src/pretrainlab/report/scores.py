@@ -2,14 +2,15 @@
 and a rich table. One implementation for `pretrainlab sweep` (a row per variant) and
 `pretrainlab report DIR...` (every run below the folders).
 
-A run is any folder holding `summary.json` and/or `eval/*.json`. Values are read from
+A run is any folder holding `summary.json` and/or `eval/*.json`; it is read through
+`run_dir.RunDir`. Values come from
 
     summary.json               knn_top1, linear_top1: {pretrained, random_init}, num_params, wall_time_s
-    eval/knn.json              {pretrained | random_init: {top1}}    (runs without summary.json)
-    eval/knn_random_init.json  {top1}                                (written when training starts)
+    eval/knn.json              {pretrained | random_init: {top1}}    (evaluations by hand)
     eval/linear.json           {pretrained | random_init: {top1}}
-    eval/seg.json              {summary: {mIoU, mAcc, aAcc}}, or those keys at the top level
-    eval/seg_random_init.json  the same, for the random-init backbone of a study
+    phases/*/result.json       knn_top1, linear_top1 of the finished phases (a study without summary.json)
+    seg.json                   {summary: {mIoU, mAcc, aAcc}} of the last `seg` phase, else of eval/
+    seg_random_init.json       the same, for the random-init backbone of a study
 
 Scores are percentages as the evaluators write them. Higher is better for every metric,
 so tables sort descending; runs without the metric come last.
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -29,6 +29,7 @@ from typing import Any, Literal
 from rich.table import Table
 
 from pretrainlab.registry import did_you_mean
+from pretrainlab.run_dir import RunDir, read_json
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("wall_time_s", "wall time", "seconds"),
 )
 COLUMN_BY_KEY = {column.key: column for column in COLUMNS}
-SKIPPED_FOLDERS = frozenset({"checkpoints", "logs", "plots", "eval", "analysis"})
+SKIPPED_FOLDERS = frozenset({"checkpoints", "logs", "plots", "eval", "analysis", "phases"})
 
 
 @dataclass(frozen=True)
@@ -76,13 +77,6 @@ def check_metric(metric: str) -> str:
 # ----------------------------------------------------------------------------- reading
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        return {}
-    data = json.loads(path.read_text())
-    return data if isinstance(data, dict) else {}
-
-
 def _pair(values: dict[str, float], key: str, scores: Any, field: str | None = None) -> None:
     """`{pretrained: x, random_init: y}` (x, y numbers, or mappings holding `field`) -> key, key_random_init."""
     if not isinstance(scores, dict):
@@ -97,19 +91,23 @@ def _pair(values: dict[str, float], key: str, scores: Any, field: str | None = N
 
 def read_run_scores(run_dir: Path, name: str | None = None) -> ScoreRow:
     """Every known value of one run directory (missing files and keys are simply absent)."""
+    run = RunDir(run_dir)
     values: dict[str, float] = {}
-    random_init_only = _read_json(run_dir / "eval" / "knn_random_init.json").get("top1")
-    if isinstance(random_init_only, (int, float)):
-        values["knn_top1_random_init"] = float(random_init_only)
-    _pair(values, "knn_top1", _read_json(run_dir / "eval" / "knn.json"), "top1")
-    _pair(values, "linear_top1", _read_json(run_dir / "eval" / "linear.json"), "top1")
+    evaluations = run.read_eval()
+    _pair(values, "knn_top1", evaluations.get("knn"), "top1")
+    _pair(values, "linear_top1", evaluations.get("linear"), "top1")
+    for phase in run.phase_results():  # an unfinished study: what its finished phases hold
+        for key in ("knn_top1", "linear_top1"):
+            _pair(values, key, phase.get(key))
+    seg_folder = run.last_phase_dir("seg") or run.eval_dir
     for file, suffix, keys in (("seg", "", ("mIoU", "mAcc", "aAcc")), ("seg_random_init", "_random_init", ("mIoU",))):
-        seg = _read_json(run_dir / "eval" / f"{file}.json")
+        path = seg_folder / f"{file}.json"
+        seg = read_json(path) if path.is_file() else {}
         seg = seg.get("summary", seg)
         for key in keys:
             if isinstance(seg.get(key), (int, float)):
                 values[key + suffix] = float(seg[key])
-    summary = _read_json(run_dir / "summary.json")
+    summary = run.read_summary() if run.has_summary() else {}
     for key in ("knn_top1", "linear_top1"):
         _pair(values, key, summary.get(key))
     for key in ("num_params", "wall_time_s"):
@@ -119,7 +117,9 @@ def read_run_scores(run_dir: Path, name: str | None = None) -> ScoreRow:
 
 
 def is_run_dir(folder: Path) -> bool:
-    return (folder / "summary.json").is_file() or any((folder / "eval").glob("*.json"))
+    return (folder / "summary.json").is_file() or any((folder / "eval").glob("*.json")) or bool(
+        RunDir(folder).phase_results()
+    )
 
 
 def find_run_dirs(root: Path) -> list[Path]:

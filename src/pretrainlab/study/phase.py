@@ -6,7 +6,7 @@ file) plus `run(phase, context) -> result`. Phase i of kind k writes into
 a finished phase is skipped, an interrupted one runs again (a pretraining phase resumes
 from `checkpoints/last.ckpt`). Evaluations score the run's current pretrained state (the
 epoch the last pretraining phase reached) and, with `eval.random_init_baseline`, the
-random-init copy, which is evaluated once per kind and reused.
+random-init copy, whose pooled features are extracted once per invocation and shared.
 """
 
 from __future__ import annotations
