@@ -111,7 +111,7 @@ def test_registered_method_and_head_run_a_study(tiny_synthetic: Path, tmp_path: 
     with pytest.raises(ConfigError, match="method.head.name: unknown head 'tiny_projectin'"):
         load_config(None, [*overrides, "method.head.name=tiny_projectin"])
     assert main(["-q", "study", "configs/quickstart.yaml", *overrides]) == 0
-    steps = [json.loads(line) for line in (tmp_path / "pull" / "metrics.jsonl").read_text().splitlines()]
+    steps = [json.loads(line) for line in (tmp_path / "pull" / "pretrain" / "metrics.jsonl").read_text().splitlines()]
     logged = [m for m in steps if "train/pull_scale" in m]
     total_iters = 2 * 96 // 16  # 2 epochs of 6 batches
     last = logged[-1]  # the method's own schedule, as the step received it

@@ -108,7 +108,7 @@ def test_sweep_runs_two_tiny_variants_then_skips_them(tiny_synthetic: Path, tmp_
     assert set(rows) == {"cold", "warm"}
     assert rows["cold"][2] == "" and 0.0 <= float(rows["warm"][2]) <= 100.0  # linear probe only where enabled
     assert all(int(values[4]) > 0 for values in rows.values())  # parameter counts
-    assert json.loads((study / "warm" / "phases" / "02_linear" / "linear.json").read_text())["random_init"]["top1"] >= 0.0
+    assert json.loads((study / "warm" / "eval" / "epoch_2" / "linear" / "linear.json").read_text())["random_init"]["top1"] >= 0.0
     assert "| variant |" in (study / "scores.md").read_text()
 
     summaries = {name: (study / name / "summary.json").stat().st_mtime for name in rows}
@@ -144,5 +144,5 @@ def test_the_w1_ablations_run_end_to_end_on_tiny_data(tiny_synthetic: Path, tmp_
     assert set(rows) == {"no_neck", "dappm", "koleo_backbone", "dappm_koleo_backbone", "dappm_koleo_neck"}
     assert all(row["knn_top1"] and row["linear_top1"] for row in rows.values())
     assert int(rows["dappm"]["num_params"]) > int(rows["no_neck"]["num_params"])  # the neck is counted
-    metrics = (tmp_path / "w1_ablations" / "dappm_koleo_neck" / "metrics.jsonl").read_text()
+    metrics = (tmp_path / "w1_ablations" / "dappm_koleo_neck" / "pretrain" / "metrics.jsonl").read_text()
     assert "train/loss_koleo_neck" in metrics

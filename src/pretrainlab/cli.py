@@ -72,13 +72,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     pre = verbs.add_parser("pretrain", help="pretrain a backbone from a config")
     add_config_arguments(pre)
-    pre.add_argument("--resume", action="store_true", help="continue the run directory from checkpoints/last.ckpt")
+    pre.add_argument("--resume", action="store_true", help="continue the run directory from pretrain/checkpoints/last.ckpt")
     pre.set_defaults(handler=cmd_pretrain)
 
     evaluate = verbs.add_parser("evaluate", help="evaluate a pretrained run")
     eval_verbs = evaluate.add_subparsers(dest="eval_verb", required=True, metavar="PROTOCOL")
     knn = eval_verbs.add_parser("knn", help="weighted kNN (k = 10, 20, 100, 200; T = 0.07) -> eval/knn.json")
-    knn.add_argument("--run", type=Path, required=True, help="run directory (holds config.yaml and checkpoints/)")
+    knn.add_argument("--run", type=Path, required=True, help="run directory (holds config.yaml and pretrain/checkpoints/)")
     knn.add_argument("--no-random-init", action="store_true", help="skip the random-init baseline")
     knn.set_defaults(handler=cmd_evaluate_knn)
     seg = eval_verbs.add_parser(
@@ -91,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     seg.set_defaults(handler=cmd_evaluate_seg)
     linear = eval_verbs.add_parser("linear", help="linear probe on frozen pooled features -> eval/linear.json")
-    linear.add_argument("--run", type=Path, required=True, help="run directory (holds config.yaml and checkpoints/)")
+    linear.add_argument("--run", type=Path, required=True, help="run directory (holds config.yaml and pretrain/checkpoints/)")
     linear.add_argument("--no-random-init", action="store_true", help="skip the random-init baseline")
     linear.set_defaults(handler=cmd_evaluate_linear)
 

@@ -1,13 +1,17 @@
 """The run directory: one module owns its layout and reads / writes every file in it.
 
-    runs/<name>/config.yaml              resolved config
-                metrics.jsonl            one JSON object per log step / evaluation (pretraining)
-                checkpoints/last.ckpt    pretraining state, written atomically at every epoch end
-                phases/<NN>_<kind>/      one folder per study phase: result.json (written last: the
-                                         phase is finished), its own files (eval json, metrics, plots)
-                eval/*.json              evaluations run by hand (`pretrainlab evaluate ...`)
+    runs/<name>/config.yaml                        resolved config
+                pretrain/metrics.jsonl             one JSON object per log step / evaluation (pretraining)
+                pretrain/checkpoints/last.ckpt     pretraining state, written atomically at every epoch end
+                pretrain/logs/                     TensorBoard + CSV
+                pretrain/<NN>_to_epoch_<k>/        a study's pretraining phase: result.json
+                eval/epoch_<k>/<kind>/             a study's evaluation of the weights after k epochs (0 =
+                                                   random init only): result.json, its own files (eval json,
+                                                   metrics, plots)
+                eval/*.json                        evaluations run by hand (`pretrainlab evaluate ...`)
                 plots/*.png  report.md  summary.json
-                logs/                    TensorBoard + CSV
+
+A phase's `result.json` is written last: the phase is finished once it exists.
 
 Engine, study, sweep and report go through `RunDir`; reports never import the engine.
 Checkpoints are read with `weights_only=True`: a file holding anything but tensors and
@@ -104,11 +108,12 @@ def save_checkpoint(checkpoint: dict[str, Any], path: Path) -> None:
 
 @dataclass(frozen=True)
 class Phase:
-    """The folder of study phase `index` of kind `kind`: `phases/<NN>_<kind>/`."""
+    """The folder `folder` (relative to the run directory `root`) of study phase `index` of kind `kind`."""
 
     index: int
     kind: str
     root: Path
+    folder: str
 
     @property
     def id(self) -> str:
@@ -116,7 +121,7 @@ class Phase:
 
     @property
     def dir(self) -> Path:
-        return self.root / "phases" / self.id
+        return self.root / self.folder
 
     @property
     def result_path(self) -> Path:
@@ -129,7 +134,7 @@ class Phase:
         return read_json(self.result_path)
 
     def write_result(self, result: dict[str, Any]) -> None:
-        write_json(self.result_path, {"phase": self.id, "kind": self.kind, **result})
+        write_json(self.result_path, {"phase": self.id, "kind": self.kind, "dir": self.folder, **result})
 
 
 @dataclass(frozen=True)
@@ -144,15 +149,19 @@ class RunDir:
 
     @property
     def checkpoint(self) -> Path:
-        return self.path / "checkpoints" / "last.ckpt"
+        return self.pretrain_dir / "checkpoints" / "last.ckpt"
+
+    @property
+    def pretrain_dir(self) -> Path:
+        return self.path / "pretrain"
 
     @property
     def metrics(self) -> Path:
-        return self.path / "metrics.jsonl"
+        return self.pretrain_dir / "metrics.jsonl"
 
     @property
     def logs(self) -> Path:
-        return self.path / "logs"
+        return self.pretrain_dir / "logs"
 
     @property
     def plots(self) -> Path:
@@ -199,20 +208,18 @@ class RunDir:
     def read_metrics(self) -> list[dict[str, Any]]:
         return read_jsonl(self.metrics)
 
-    def phase(self, index: int, kind: str) -> Phase:
-        return Phase(index, kind, self.path)
+    def phase(self, index: int, kind: str, folder: str) -> Phase:
+        return Phase(index, kind, self.path, folder)
 
     def phase_results(self) -> list[dict[str, Any]]:
-        """Results of every finished phase, in order."""
-        folder = self.path / "phases"
-        if not folder.is_dir():
-            return []
-        return [read_json(d / RESULT) for d in sorted(folder.iterdir()) if (d / RESULT).is_file()]
+        """Results of every finished phase, in phase order."""
+        paths = [*self.pretrain_dir.glob(f"*/{RESULT}"), *self.eval_dir.glob(f"epoch_*/*/{RESULT}")]
+        return sorted((read_json(path) for path in paths), key=lambda result: result["phase"])
 
     def last_phase_dir(self, kind: str) -> Path | None:
         """The folder of the last finished phase of `kind`, or None."""
         results = [r for r in self.phase_results() if r["kind"] == kind]
-        return self.path / "phases" / results[-1]["phase"] if results else None
+        return self.path / results[-1]["dir"] if results else None
 
     def write_eval(self, name: str, data: dict[str, Any]) -> Path:
         path = self.eval_dir / f"{name}.json"

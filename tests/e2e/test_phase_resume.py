@@ -38,7 +38,7 @@ KILLER = textwrap.dedent(
 
 
 def knn_series(run_dir: Path) -> list[dict]:
-    return [json.loads((run_dir / "phases" / phase / "knn.json").read_text()) for phase in ("01_knn", "03_knn")]
+    return [json.loads((run_dir / "eval" / f"epoch_{epoch}" / "knn" / "knn.json").read_text()) for epoch in (1, 2)]
 
 
 @pytest.mark.slow
@@ -51,8 +51,8 @@ def test_killed_study_resumes_to_the_same_knn_series(tiny_synthetic: Path, tmp_p
                             capture_output=True, text=True, check=False, timeout=300)  # fmt: skip
     assert killed.returncode == 9, killed.stderr[-2000:]
     run_dir = load_config(None, overrides).run_dir
-    done = sorted(path.parent.name for path in (run_dir / "phases").glob("*/result.json"))
-    assert done == ["00_pretrain", "01_knn"]  # killed inside phase 02
+    done = sorted(path.parent.relative_to(run_dir).as_posix() for path in run_dir.rglob("result.json"))
+    assert done == ["eval/epoch_1/knn", "pretrain/00_to_epoch_1"]  # killed inside phase 02
 
     resumed = run_study(load_config(None, overrides))
     assert knn_series(run_dir) == knn_series(next((tmp_path / "a").iterdir()))

@@ -71,7 +71,7 @@ def test_killed_run_resumes_to_identical_weights(tiny_synthetic: Path, tmp_path:
     assert expected.keys() == actual.keys()
     for key in expected:
         torch.testing.assert_close(actual[key], expected[key], rtol=0, atol=0, msg=f"{key} differs after resume")
-    steps = [line for line in (resumed_dir / "metrics.jsonl").read_text().splitlines() if '"train/loss"' in line]
+    steps = [line for line in (resumed_dir / "pretrain" / "metrics.jsonl").read_text().splitlines() if '"train/loss"' in line]
     assert len(steps) == len({line.split(",")[0] for line in steps})  # no duplicated history
 
 

@@ -21,11 +21,11 @@ def test_study_writes_run_directory_and_is_not_recomputed(
     run_dir = tmp_path / "quickstart"
     for relative in (
         "config.yaml",
-        "metrics.jsonl",
-        "checkpoints/last.ckpt",
-        "phases/00_pretrain/result.json",
-        "phases/01_knn/knn.json",
-        "phases/01_knn/tsne.png",
+        "pretrain/metrics.jsonl",
+        "pretrain/checkpoints/last.ckpt",
+        "pretrain/00_to_epoch_2/result.json",
+        "eval/epoch_2/knn/knn.json",
+        "eval/epoch_2/knn/tsne.png",
         "plots/loss.png",
         "plots/knn.png",
         "report.md",
@@ -36,15 +36,15 @@ def test_study_writes_run_directory_and_is_not_recomputed(
     assert set(summary["knn_top1"]) == {"pretrained", "random_init"}
     assert 0.0 <= summary["knn_top1"]["pretrained"] <= 100.0
     assert summary["wall_time_s"] > 0
-    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    metrics = [json.loads(line) for line in (run_dir / "pretrain" / "metrics.jsonl").read_text().splitlines()]
     assert any("eval/knn_top1" in m for m in metrics)  # the periodic evaluation ran
     assert "Gain over random init" in (run_dir / "report.md").read_text()
 
-    checkpoint_mtime = (run_dir / "checkpoints" / "last.ckpt").stat().st_mtime
+    checkpoint_mtime = (run_dir / "pretrain" / "checkpoints" / "last.ckpt").stat().st_mtime
     summary_text = (run_dir / "summary.json").read_text()
     capsys.readouterr()
     assert main(["-q", "study", str(config), *overrides]) == 0
-    assert (run_dir / "checkpoints" / "last.ckpt").stat().st_mtime == checkpoint_mtime
+    assert (run_dir / "pretrain" / "checkpoints" / "last.ckpt").stat().st_mtime == checkpoint_mtime
     assert (run_dir / "summary.json").read_text() == summary_text
 
 

@@ -27,7 +27,7 @@ VARIANTS = {
 def test_run_logs_tap_losses_and_reloads(tiny_synthetic: Path, tmp_path: Path, variant: str) -> None:
     overrides = tiny_run_overrides(tiny_synthetic, tmp_path, name=variant, **VARIANTS[variant])
     run_dir = pretrain(load_config(None, overrides)).path
-    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    metrics = [json.loads(line) for line in (run_dir / "pretrain" / "metrics.jsonl").read_text().splitlines()]
     train = [m for m in metrics if "train/objective" in m]
     assert train, "no training metrics logged"
     if variant == "supervised":
@@ -36,6 +36,6 @@ def test_run_logs_tap_losses_and_reloads(tiny_synthetic: Path, tmp_path: Path, v
         last = train[-1]
         assert last["train/loss_koleo_neck"] == pytest.approx(0.1 * last["train/koleo_neck"], rel=1e-3, abs=1e-6)
         assert last["train/objective"] == pytest.approx(last["train/loss"] + last["train/loss_koleo_neck"], rel=1e-3)
-    assert (run_dir / "checkpoints" / "last.ckpt").is_file()  # evaluations are study phases, not part of `pretrain`
+    assert (run_dir / "pretrain" / "checkpoints" / "last.ckpt").is_file()  # evaluations are study phases, not part of `pretrain`
     _, method, _ = load_pretrained_method(run_dir)
     assert isinstance(method, Supervised if variant == "supervised" else DINO)

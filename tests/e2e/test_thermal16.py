@@ -39,6 +39,6 @@ def test_gray16_imagefolder_study(tmp_path: Path, method: str) -> None:
     summary = json.loads((run_dir / "summary.json").read_text())
     assert set(summary["knn_top1"]) == set(summary["linear_top1"]) == {"pretrained", "random_init"}
     assert all(0.0 <= value <= 100.0 for value in summary["knn_top1"].values())
-    state = load_checkpoint(run_dir / "checkpoints" / "last.ckpt")["state_dict"]
+    state = load_checkpoint(run_dir / "pretrain" / "checkpoints" / "last.ckpt")["state_dict"]
     first_conv = next(v for k, v in state.items() if k.endswith("conv1.weight"))
     assert first_conv.shape[1] == 1  # the backbone takes the one channel; no silent 1 -> 3 copy

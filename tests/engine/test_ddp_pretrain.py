@@ -50,7 +50,7 @@ def test_two_process_dino_matches_one_process_with_the_doubled_batch(tiny_synthe
     run_cli(config, "name=single", "data.batch_size=16")
 
     ddp, single = tmp_path / "runs" / "ddp", tmp_path / "runs" / "single"
-    steps = [m for m in map(json.loads, (ddp / "metrics.jsonl").read_text().splitlines()) if "train/lr" in m]
+    steps = [m for m in map(json.loads, (ddp / "pretrain" / "metrics.jsonl").read_text().splitlines()) if "train/lr" in m]
     last = steps[-1]
     per_rank_steps = TINY_SYNTHETIC["num_train"] // (8 * 2) * 3  # 6 batches per process and epoch, 3 epochs
     assert last["step"] == per_rank_steps - 1  # the last step run uses the schedules' last values
@@ -60,8 +60,8 @@ def test_two_process_dino_matches_one_process_with_the_doubled_batch(tiny_synthe
     replicas = json.loads((ddp / "replicas.json").read_text())
     assert replicas["world_size"] == 2 and replicas["max_abs_difference"] == 0.0 and not replicas["differing_tensors"]
 
-    ddp_state = load_checkpoint(ddp / "checkpoints" / "last.ckpt")["state_dict"]
-    single_state = load_checkpoint(single / "checkpoints" / "last.ckpt")["state_dict"]
+    ddp_state = load_checkpoint(ddp / "pretrain" / "checkpoints" / "last.ckpt")["state_dict"]
+    single_state = load_checkpoint(single / "pretrain" / "checkpoints" / "last.ckpt")["state_dict"]
     assert ddp_state.keys() == single_state.keys()
     assert any(key.startswith("method.teacher.") for key in ddp_state) and "method.loss.center" in ddp_state
     for key, value in single_state.items():

@@ -69,8 +69,8 @@ def test_a_study_extracts_each_backbones_features_once(monkeypatch: pytest.Monke
     run = RunDir(tmp_path)
     context = StudyContext(load_config(None), run, {"pretrained": _Method(0), "random_init": _Method(1)},
                            (_loader(48, 0), _loader(24, 1)), _epoch=1)  # type: ignore[arg-type]  # fmt: skip
-    knn = run_knn_phase(KNNPhaseConfig(), run.phase(1, "knn"), context)
-    linear = run_linear_phase(LinearPhaseConfig(), run.phase(2, "linear"), context)
+    knn = run_knn_phase(KNNPhaseConfig(), run.phase(1, "knn", "eval/epoch_1/knn"), context)
+    linear = run_linear_phase(LinearPhaseConfig(), run.phase(2, "linear", "eval/epoch_1/linear"), context)
     assert len(calls) == 2 and set(knn["knn_top1"]) == set(linear["linear_top1"]) == {"pretrained", "random_init"}
-    assert (tmp_path / "phases" / "01_knn" / "knn.json").is_file() and (tmp_path / "phases" / "01_knn" / "tsne.png").is_file()
-    assert (tmp_path / "phases" / "02_linear" / "linear.json").is_file()
+    knn_dir, linear_dir = tmp_path / "eval" / "epoch_1" / "knn", tmp_path / "eval" / "epoch_1" / "linear"
+    assert (knn_dir / "knn.json").is_file() and (knn_dir / "tsne.png").is_file() and (linear_dir / "linear.json").is_file()

@@ -95,8 +95,8 @@ def test_read_run_scores_from_summary_and_eval_files(tmp_path: Path) -> None:
 
 def test_an_unfinished_run_reports_what_its_phases_and_eval_folder_hold(tmp_path: Path) -> None:
     run = tmp_path / "run"
-    write_json(run / "phases" / "01_knn" / "result.json",
-               {"phase": "01_knn", "kind": "knn", "knn_top1": {"pretrained": 30.5, "random_init": 18.5}})  # fmt: skip
+    write_json(run / "eval" / "epoch_5" / "knn" / "result.json",
+               {"phase": "01_knn", "kind": "knn", "dir": "eval/epoch_5/knn", "knn_top1": {"pretrained": 30.5, "random_init": 18.5}})  # fmt: skip
     write_json(run / "eval" / "linear.json", {"pretrained": {"top1": 44.0}, "random_init": {"top1": 21.0}})
     assert read_run_scores(run).values == {
         "knn_top1": 30.5,
@@ -111,7 +111,7 @@ def test_collect_runs_finds_nested_runs_and_skips_other_folders(tmp_path: Path) 
     write_json(tmp_path / "w1" / "dappm" / "summary.json", summary(38.0, 19.0))
     write_json(tmp_path / "w1" / "no_neck" / "summary.json", summary(36.0, 19.0))
     write_json(tmp_path / "seg" / "frozen" / "eval" / "seg.json", {"mIoU": 25.0})
-    write_json(tmp_path / "w1" / "dappm" / "checkpoints" / "eval" / "x.json", {"top1": 1.0})  # not a run
+    write_json(tmp_path / "w1" / "dappm" / "pretrain" / "eval" / "x.json", {"top1": 1.0})  # not a run
     (tmp_path / "empty" / "eval").mkdir(parents=True)
     names = sorted(r.name for r in collect_runs([tmp_path]))
     assert names == ["quickstart", "seg/frozen", "w1/dappm", "w1/no_neck"]

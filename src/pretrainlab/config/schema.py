@@ -69,8 +69,14 @@ class Config(Strict):
                 f"optim.warmup_epochs={self.optim.warmup_epochs} exceeds engine.max_epochs={self.engine.max_epochs}"
             )
         self.method.check(self)
+        folders: dict[str, int] = {}
         for index, phase in enumerate(self.study.phases):
             phase.check(self, f"study.phases.{index}")
+            folder = phase.folder(self, index, checkpoint_epoch=lambda: self.engine.max_epochs)
+            if folder in folders:
+                raise ValueError(f"study.phases.{index} ({phase.name}) would write into {folder} like "
+                                 f"study.phases.{folders[folder]}: evaluate each epoch once")  # fmt: skip
+            folders[folder] = index
         return self
 
     @property

@@ -8,6 +8,10 @@ Layout under `out/`:
     segmentation/images/{training,validation}/<idx>.jpg       ADE20k layout
     segmentation/annotations/{training,validation}/<idx>.png  uint8; 0 = other, v in 1..C = classes[v-1]
     segmentation/instances/{training,validation}/<idx>.npz    SAM-style: masks (K, H, W) bool, areas, class_ids
+    segmentation/sam_masks/{training,validation}/<idx>.json   the same masks as SAM's automatic mask generator
+                                                              writes them: COCO RLE records (formats/masks.py)
+    segmentation/sam_png/{training,validation}/<idx>/         the same masks as SAM's amg.py folder:
+                                                              <i>.png (mask x 255) + metadata.csv
     segmentation/depth/{training,validation}/<idx>.png        uint16 depth in millimetres
     segmentation/classes.json                           classes, palette, stuff/thing names
     synthetic_complete.json                             written last: the parameters (see `synthetic_is_complete`)
@@ -55,9 +59,11 @@ from typing import Literal
 import cv2
 import numpy as np
 
+from pretrainlab.data.formats.masks import write_png_stack, write_sam_json
+
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 4
+FORMAT_VERSION = 5  # 5: SAM-layout mask sets (sam_masks/, sam_png/)
 MARKER_NAME = "synthetic_complete.json"
 ClassificationFormat = Literal["rgb8", "gray16"]
 CLASSIFICATION_FORMATS: tuple[str, ...] = ("rgb8", "gray16")
@@ -435,6 +441,8 @@ def _run_task(task: _Task) -> int:
         (seg / "depth" / task.split / f"{name}.png").write_bytes(_encode(".png", scene["depth"]))
         instances = {key: scene[key] for key in ("masks", "areas", "class_ids")}
         write_npz(seg / "instances" / task.split / f"{name}.npz", instances)
+        write_sam_json(seg / "sam_masks" / task.split / f"{name}.json", scene["masks"])
+        write_png_stack(seg / "sam_png" / task.split / name, scene["masks"])
     return task.stop - task.start
 
 
@@ -522,7 +530,7 @@ def write_synthetic_dataset(
     for split in CLASSIFICATION_SPLITS:
         for name in classes:
             (root / "classification" / split / name).mkdir(parents=True, exist_ok=True)
-    for folder in ("images", "annotations", "instances", "depth"):
+    for folder in ("images", "annotations", "instances", "depth", "sam_masks", "sam_png"):
         for split in SEGMENTATION_SPLITS:
             (root / "segmentation" / folder / split).mkdir(parents=True, exist_ok=True)
     (root / "classification" / "classes.json").write_text(json.dumps({"classes": classes}, indent=1))

@@ -3,7 +3,7 @@ dataset (on the engine: every process of a multi-process run trains), evaluate (
 seg*.json and seg_examples.png into an output folder.
 
 `--backbone-from` takes a run directory (the method's eval backbone with the weights of
-`checkpoints/last.ckpt`), a checkpoint file (loaded into `config.backbone` with a key
+`pretrain/checkpoints/last.ckpt`), a checkpoint file (loaded into `config.backbone` with a key
 report), or `random` (the run's backbone exactly as pretraining started).
 """
 

@@ -62,7 +62,7 @@ def seg_section(run: RunDir, phases: list[dict[str, Any]]) -> str | None:
     seg_phases = [p for p in phases if p["kind"] == "seg"]
     if not seg_phases:
         return None
-    folder = run.path / "phases" / seg_phases[-1]["phase"]
+    folder = run.path / seg_phases[-1]["dir"]
     results = {}
     for path in sorted(folder.glob("seg*.json"), key=lambda p: p.name != "seg.json"):
         result = read_json(path)

@@ -8,7 +8,7 @@ A run is any folder holding `summary.json` and/or `eval/*.json`; it is read thro
     summary.json               knn_top1, linear_top1: {pretrained, random_init}, num_params, wall_time_s
     eval/knn.json              {pretrained | random_init: {top1}}    (evaluations by hand)
     eval/linear.json           {pretrained | random_init: {top1}}
-    phases/*/result.json       knn_top1, linear_top1 of the finished phases (a study without summary.json)
+    <phase folder>/result.json knn_top1, linear_top1 of the finished phases (a study without summary.json)
     seg.json                   {summary: {mIoU, mAcc, aAcc}} of the last `seg` phase, else of eval/
     seg_random_init.json       the same, for the random-init backbone of a study
 
@@ -54,7 +54,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("wall_time_s", "wall time", "seconds"),
 )
 COLUMN_BY_KEY = {column.key: column for column in COLUMNS}
-SKIPPED_FOLDERS = frozenset({"checkpoints", "logs", "plots", "eval", "analysis", "phases"})
+SKIPPED_FOLDERS = frozenset({"pretrain", "checkpoints", "logs", "plots", "eval", "analysis"})
 
 
 @dataclass(frozen=True)

@@ -1,16 +1,19 @@
 """A study is a list of phases; this module holds their registry and what they share.
 
 A phase is a config class (registered in `PHASES` with its runner, in the phase's own
-file) plus `run(phase, context) -> result`. Phase i of kind k writes into
-`phases/<ii>_<k>/` of the run directory and is finished when its `result.json` exists:
-a finished phase is skipped, an interrupted one runs again (a pretraining phase resumes
-from `checkpoints/last.ckpt`). Evaluations score the run's current pretrained state (the
-epoch the last pretraining phase reached) and, with `eval.random_init_baseline`, the
-random-init copy, whose pooled features are extracted once per invocation and shared.
+file) plus `run(phase, context) -> result`. A phase writes into its folder of the run
+directory (`folder`: `pretrain/<NN>_to_epoch_<k>/` for pretraining, `eval/epoch_<k>/<kind>/`
+for an evaluation of the weights after k epochs) and is finished when its `result.json`
+exists: a finished phase is skipped, an interrupted one runs again (a pretraining phase
+resumes from `pretrain/checkpoints/last.ckpt`). Evaluations score the run's pretrained
+state at the epoch the pretraining phases before them reach and, with
+`eval.random_init_baseline`, the random-init copy, whose pooled features are extracted
+once per invocation and shared.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -34,6 +37,20 @@ class PhaseConfig(Component):
 
     def check(self, config: Config, key: str) -> None:
         """Raise ValueError naming `key` (e.g. `study.phases.2`) when this phase cannot run on `config`."""
+
+    def folder(self, config: Config, index: int, checkpoint_epoch: Callable[[], int]) -> str:
+        """Where phase `index` writes, relative to the run directory: `eval/epoch_<k>/<kind>` (an evaluation)."""
+        return f"eval/epoch_{self.evaluated_epoch(config, index, checkpoint_epoch)}/{self.name}"
+
+    def evaluated_epoch(self, config: Config, index: int, checkpoint_epoch: Callable[[], int]) -> int:
+        """Pretraining epochs of the weights phase `index` evaluates: the target of the last pretraining
+        phase before it, else those of the run's checkpoint (`checkpoint_epoch()`, read only then)."""
+        reached = [epoch for phase in config.study.phases[:index] if (epoch := phase.pretrains_to(config)) is not None]
+        return max(reached) if reached else checkpoint_epoch()
+
+    def pretrains_to(self, config: Config) -> int | None:
+        """The epoch a pretraining phase trains to (None for the other phases)."""
+        return None
 
 
 PHASES: Registry[PhaseConfig] = Registry("phase", PhaseConfig)
@@ -59,20 +76,28 @@ class StudyContext:
 
     @property
     def epoch(self) -> int:
-        """Epochs of pretraining in `checkpoints/last.ckpt` (0 before any)."""
+        """Epochs of pretraining in `pretrain/checkpoints/last.ckpt` (0 before any)."""
         if self._epoch is None:
             self._epoch = self.run.checkpoint_epoch()
         return self._epoch
 
-    def methods(self) -> dict[str, Method]:
-        """`pretrained` (last.ckpt) and, with `eval.random_init_baseline`, `random_init`."""
+    def method(self, name: str) -> Method:
+        """`pretrained` (the weights of last.ckpt) or `random_init` (exactly as pretraining started)."""
         from pretrainlab.study.run import load_pretrained_method, random_init_method
 
-        if "pretrained" not in self._methods:
-            self._methods["pretrained"] = load_pretrained_method(self.run.path)[1]
-        if self.config.eval.random_init_baseline and "random_init" not in self._methods:
-            self._methods["random_init"] = random_init_method(self.config)
-        return {name: self._methods[name] for name in ("pretrained", "random_init") if name in self._methods}
+        if name not in self._methods:
+            if name == "pretrained":
+                self._methods[name] = load_pretrained_method(self.run.path)[1]
+            elif name == "random_init":
+                self._methods[name] = random_init_method(self.config)
+            else:
+                raise ValueError(f"unknown evaluated backbone {name!r}; expected 'pretrained' or 'random_init'")
+        return self._methods[name]
+
+    def methods(self) -> dict[str, Method]:
+        """`pretrained` and, with `eval.random_init_baseline`, `random_init`."""
+        names = ["pretrained", *(["random_init"] if self.config.eval.random_init_baseline else [])]
+        return {name: self.method(name) for name in names}
 
     def eval_loaders(self) -> tuple[DataLoader, DataLoader]:
         from pretrainlab.data.loaders import build_eval_loaders

@@ -66,7 +66,7 @@ def make_pretrain_schedules(config: Config):  # noqa: ANN201 - the engine's Make
 
 def pretrain(config: Config, *, until_epoch: int | None = None, resume: bool = False, knn_callback: bool = True) -> RunDir:
     """Pretrain `config` up to epoch `until_epoch` (default: all of `engine.max_epochs`), continuing
-    `checkpoints/last.ckpt` when resuming; returns the run directory."""
+    `pretrain/checkpoints/last.ckpt` when resuming; returns the run directory."""
     run = prepare_run_dir(config, resume=resume)
     keep_freed_memory()
     if is_rank_zero():

@@ -38,7 +38,7 @@ def run_study(config: Config) -> dict[str, Any]:
     context = StudyContext(config, run)
     earlier_seconds = 0.0  # phases finished by an earlier, interrupted invocation
     for index, phase in enumerate(config.study.phases):
-        place = run.phase(index, phase.name)
+        place = run.phase(index, phase.name, phase.folder(config, index, lambda: context.epoch))
         if place.is_done():
             log.info("phase %s is finished; skipping", place.id)
             earlier_seconds += place.read_result().get("seconds", 0.0)

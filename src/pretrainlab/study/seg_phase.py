@@ -1,17 +1,27 @@
 """Phase `seg`: segmentation finetuning (`eval.seg`, MMSeg semantics) of a copy of the pretrained and
 of the random-init backbone on the engine, then evaluation -> seg.json, seg_random_init.json and
-seg_examples.png in the phase folder. The run's own weights are never modified."""
+seg_examples.png in the phase folder. The run's own weights are never modified.
+
+`backbones` picks what is finetuned: a study that evaluates every K epochs scores the random init
+once, as the curve's epoch-0 point (`backbones: [random_init]`, written to `eval/epoch_0/seg/`),
+and only the pretrained weights afterwards (`backbones: [pretrained]`)."""
 
 from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+from pydantic import Field
 
 from pretrainlab.study.phase import PHASES, PhaseConfig, StudyContext
 
 if TYPE_CHECKING:
+    from pretrainlab.config.schema import Config
     from pretrainlab.run_dir import Phase
+
+EvaluatedBackbone = Literal["pretrained", "random_init"]
 
 
 class SegPhaseConfig(PhaseConfig):
@@ -20,6 +30,19 @@ class SegPhaseConfig(PhaseConfig):
     name: Literal["seg"]
     trains: ClassVar[bool] = True
     summary_keys: ClassVar[tuple[str, ...]] = ("seg_miou",)
+    backbones: list[EvaluatedBackbone] | None = Field(
+        None, min_length=1, description="null: pretrained, and random_init with eval.random_init_baseline"
+    )
+
+    def evaluated(self, config: Config) -> list[EvaluatedBackbone]:
+        if self.backbones is not None:
+            return list(dict.fromkeys(self.backbones))
+        return ["pretrained", *(["random_init"] if config.eval.random_init_baseline else [])]
+
+    def evaluated_epoch(self, config: Config, index: int, checkpoint_epoch: Callable[[], int]) -> int:
+        if self.evaluated(config) == ["random_init"]:
+            return 0
+        return super().evaluated_epoch(config, index, checkpoint_epoch)
 
 
 @PHASES.register(SegPhaseConfig)
@@ -27,11 +50,12 @@ def run_seg_phase(phase: SegPhaseConfig, place: Phase, context: StudyContext) ->
     from pretrainlab.eval.segmentation_run import evaluate_segmentation
 
     started = time.perf_counter()
-    backbones = {name: copy.deepcopy(method.eval_backbone()) for name, method in context.methods().items()}
+    names = phase.evaluated(context.config)
+    backbones = {name: copy.deepcopy(context.method(name).eval_backbone()) for name in names}
     sources = {"pretrained": f"{context.run.checkpoint} (epoch {context.epoch})", "random_init": "random"}
     results = evaluate_segmentation(context.config, backbones, sources, place.dir)
     return {
-        "epoch": context.epoch,
+        "epoch": 0 if names == ["random_init"] else context.epoch,
         "seg_miou": {name: result["summary"]["mIoU"] for name, result in results.items()},
         "seg_examples": str((place.dir / "seg_examples.png").relative_to(context.run.path)),
         "seconds": time.perf_counter() - started,
