@@ -6,6 +6,7 @@ plugin module).
 """
 
 import pretrainlab.methods.dino
+import pretrainlab.methods.mae
 import pretrainlab.methods.simclr
 import pretrainlab.methods.supervised
 import pretrainlab.methods.tap_losses

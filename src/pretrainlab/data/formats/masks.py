@@ -50,7 +50,8 @@ class MaskSetError(ValueError):
 
 
 def mask_set_path(root: Path, stem: str, fmt: MaskFormat) -> Path:
-    """Where image `stem`'s masks are: ``<root>/<stem>.json`` (sam_json) or the folder ``<root>/<stem>/`` (png_stack)."""
+    """Where image `stem`'s masks are: ``<root>/<stem>.json`` (sam_json) or the folder ``<root>/<stem>/``
+    (png_stack)."""
     _check_format(fmt)
     return Path(root) / f"{stem}.json" if fmt == "sam_json" else Path(root) / stem
 
@@ -229,7 +230,9 @@ class _SamJsonSet:
                 raise MaskSetError(f"{path}: 'image' must hold 'height' and 'width' as positive ints; got {image!r}")
             records = content["annotations"]
             if not isinstance(records, list):
-                raise MaskSetError(f"{path}: 'annotations' must be a list of mask records; got {type(records).__name__}")
+                raise MaskSetError(
+                    f"{path}: 'annotations' must be a list of mask records; got a {type(records).__name__}"
+                )
         elif isinstance(content, list):  # automatic mask generator
             records = content
         else:
@@ -261,7 +264,8 @@ class _SamJsonSet:
         if not isinstance(segmentation, dict):
             raise MaskSetError(f"{where} has no 'segmentation' dict with 'size' and 'counts'; got {segmentation!r:.80}")
         if _as_size(segmentation.get("size")) is None:
-            raise MaskSetError(f"{where} 'segmentation.size' is {segmentation.get('size')!r}; expected two positive ints")
+            size = segmentation.get("size")
+            raise MaskSetError(f"{where} 'segmentation.size' is {size!r}; expected two positive ints")
         if not isinstance(segmentation.get("counts"), (str, list)):
             raise MaskSetError(
                 f"{where} 'segmentation.counts' is {segmentation.get('counts')!r:.80}; expected a compressed RLE "
@@ -311,15 +315,21 @@ class _PngStackSet:
         metadata = folder / METADATA_NAME
         if not metadata.is_file():
             raise MaskSetError(f"{metadata} is missing; a png_stack folder needs it beside its <i>.png masks")
-        rows = [row for row in csv.reader(metadata.read_text().splitlines()) if row]
+        try:
+            text = metadata.read_text(encoding="utf-8")
+        except UnicodeDecodeError as error:
+            raise MaskSetError(f"{metadata}: not UTF-8 text ({error})") from error
+        rows = [row for row in csv.reader(text.splitlines()) if row]
         if not rows:
             raise MaskSetError(f"{metadata} is empty; expected the header {','.join(PNG_STACK_COLUMNS)}")
         header = rows[0]
         missing = [column for column in PNG_STACK_COLUMNS if column not in header]
         if missing:
-            raise MaskSetError(f"{metadata}: the header lacks column(s) {missing}; expected {','.join(PNG_STACK_COLUMNS)}")
+            expected = ",".join(PNG_STACK_COLUMNS)
+            raise MaskSetError(f"{metadata}: the header lacks column(s) {missing}; expected {expected}")
         self.pngs: list[Path] = []
         areas = []
+        ids: set[int] = set()
         for line, row in enumerate(rows[1:], start=2):
             if len(row) != len(header):
                 raise MaskSetError(f"{metadata} line {line} has {len(row)} fields; the header has {len(header)}")
@@ -327,9 +337,11 @@ class _PngStackSet:
             for column in ("id", "area"):
                 if not fields[column].isdigit():
                     raise MaskSetError(f"{metadata} line {line} '{column}' is {fields[column]!r}; expected an int >= 0")
-            png = folder / f"{int(fields['id'])}.png"
-            if png in self.pngs:
-                raise MaskSetError(f"{metadata} line {line} repeats id {fields['id']}")
+            mask_id = int(fields["id"])
+            if mask_id in ids:
+                raise MaskSetError(f"{metadata} line {line} repeats id {mask_id}")
+            ids.add(mask_id)
+            png = folder / f"{mask_id}.png"
             if not png.is_file():
                 raise MaskSetError(f"{png} is missing; {metadata} line {line} lists it")
             self.pngs.append(png)
@@ -350,7 +362,8 @@ class _PngStackSet:
             raise MaskSetError(f"{png}: not a readable image ({error})") from error
         if image.mode not in _PNG_MODES:
             image.close()
-            raise MaskSetError(f"{png} has PIL mode {image.mode!r}; expected a one-channel mask ({', '.join(_PNG_MODES)})")
+            modes = ", ".join(_PNG_MODES)
+            raise MaskSetError(f"{png} has PIL mode {image.mode!r}; expected a one-channel mask ({modes})")
         return image
 
     def mask(self, index: int) -> np.ndarray:

@@ -13,6 +13,7 @@ and `arch` against timm's registry with a did-you-mean.
 from __future__ import annotations
 
 import logging
+import re
 from typing import Literal
 
 import timm
@@ -86,6 +87,18 @@ class TimmBackboneConfig(BackboneConfig):
         if self.stem_width is not None and not self.small_input_stem:
             raise ValueError("stem_width applies with small_input_stem: true (timm reads it only for deep stems)")
         return self
+
+    def vit_geometry(self) -> tuple[int, int]:
+        """(img_size, patch_size) of a ViT: the given options, else the arch's (its name's `patch<p>`
+        and timm's default input size)."""
+        named = re.search(r"patch(\d+)", self.arch)
+        patch = self.patch_size or (int(named.group(1)) if named else None)
+        cfg = timm.models.get_pretrained_cfg(self.arch)
+        size = self.img_size or (cfg.input_size[-1] if cfg is not None else None)
+        if not is_vit(self.arch) or patch is None or size is None:
+            raise ValueError(f"backbone {self.arch}: set backbone.img_size and backbone.patch_size (not a ViT "
+                             "whose name gives them)")  # fmt: skip
+        return size, patch
 
     def describe(self) -> str:
         """The arch and every option that changes it, e.g. `resnet18 (layers 1-1-1-1, channels 16-32-64-128, stem 16)`."""

@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from typing import Literal
 
 import torch
-from pydantic import Field
 import torch.nn.functional as F
+from pydantic import Field
 from timm.models.vision_transformer import Block
 from torch import Tensor, nn
 
@@ -80,16 +80,20 @@ def _init_weights(module: nn.Module) -> None:
 
 
 class SegmenterHeadConfig(SegHeadConfig):
-    """Segmenter mask transformer on the last map."""
+    """Segmenter mask transformer on the last map: by default as the paper's, 2 layers of the
+    encoder's width d with d / 64 heads."""
 
     name: Literal["segmenter"]
-    embed_dim: int = Field(192, ge=1)
+    embed_dim: int | None = Field(None, ge=1, description="null = the width of the map it reads (the encoder's)")
     depth: int = Field(2, ge=1)
-    num_heads: int = Field(3, ge=1)
+    num_heads: int | None = Field(None, ge=1, description="null = embed_dim / 64 (at least 1)")
     mlp_ratio: float = Field(4.0, gt=0.0)
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
 
 
 @SEG_HEADS.register(SegmenterHeadConfig)
 def build_segmenter(config: SegmenterHeadConfig, channels: Sequence[int], strides: Sequence[int], num_classes: int) -> SegmenterHead:
-    return SegmenterHead(channels, strides, num_classes, **config.model_dump(exclude={"name"}))
+    embed_dim = config.embed_dim or channels[-1]
+    num_heads = config.num_heads or max(1, embed_dim // 64)
+    options = config.model_dump(exclude={"name", "embed_dim", "num_heads"})
+    return SegmenterHead(channels, strides, num_classes, embed_dim=embed_dim, num_heads=num_heads, **options)
