@@ -71,3 +71,28 @@ def _yaml_inline(value: object) -> str:
     import yaml
 
     return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+
+
+def write_w4_loop(run_dir: Path, miou: dict[int, float], random_init: float | None = None,
+                  reconstruct: bool = False) -> None:
+    """Hand-written phase results (result.json, seg.json) of a W4 loop: the random init's seg score at
+    epoch 0, then per epoch of `miou` pretraining to it, the pretrained seg score and, with
+    `reconstruct`, a reconstruction figure's result. mAcc = mIoU + 10, aAcc = mIoU + 50."""
+    from pretrainlab.run_dir import RunDir, write_json
+
+    run = RunDir(run_dir)
+    steps = [("seg", 0, "random_init", random_init)] if random_init is not None else []
+    for epoch, value in sorted(miou.items()):
+        steps += [("pretrain", epoch, None, None), ("seg", epoch, "pretrained", value)]
+        steps += [("reconstruct", epoch, None, None)] if reconstruct else []
+    for index, (kind, epoch, backbone, value) in enumerate(steps):
+        folder = f"pretrain/{index:02d}_to_epoch_{epoch}" if kind == "pretrain" else f"eval/epoch_{epoch}/{kind}"
+        result: dict[str, object] = {"epoch": epoch, "seconds": 1.0}
+        if kind == "seg":
+            result["seg_miou"] = {backbone: value}
+            write_json(run.path / folder / "seg.json",
+                       {"backbone": backbone, "summary": {"mIoU": value, "mAcc": value + 10, "aAcc": value + 50},
+                        "per_class": {}})  # fmt: skip
+        elif kind == "reconstruct":
+            result["reconstructions"] = f"{folder}/reconstructions.png"
+        run.phase(index, kind, folder).write_result(result)

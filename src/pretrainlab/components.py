@@ -24,4 +24,5 @@ import pretrainlab.models.necks.ppm
 import pretrainlab.study.knn_phase
 import pretrainlab.study.linear_phase
 import pretrainlab.study.pretrain_phase
+import pretrainlab.study.reconstruct_phase
 import pretrainlab.study.seg_phase  # noqa: F401

@@ -1,5 +1,6 @@
 """Run a sweep: every variant's study (finished ones are skipped, interrupted ones resume),
-then the study's score table `runs/<study>/scores.md` and `scores.csv`.
+then the study's score table `runs/<study>/scores.md` and `scores.csv` (and, when the runs
+evaluate segmentation during pretraining, `runs/<study>/plots/miou_vs_epoch.png`).
 
 Progress across variants is printed as one rich rule per variant (elapsed, ETA); the
 per-epoch bar inside each variant is Lightning's. A single live display for both is not
@@ -15,13 +16,22 @@ from rich.console import Console
 
 from pretrainlab.config.loading import ConfigError
 from pretrainlab.config.sweeps import Sweep
-from pretrainlab.report.scores import ScoreTable, build_score_table, read_run_scores
+from pretrainlab.report.scores import (
+    COLUMN_BY_KEY,
+    ScoreRow,
+    ScoreTable,
+    build_score_table,
+    format_value,
+    read_run_scores,
+)
 from pretrainlab.study.run import load_run_config
 from pretrainlab.study.runner import run_study
 
 log = logging.getLogger(__name__)
 
 SWEEP_COLUMNS = ("knn_top1", "knn_top1_random_init", "linear_top1", "num_params", "wall_time_s")
+SEG_SWEEP_COLUMNS = ("mIoU", "mIoU_random_init", "num_params", "wall_time_s")  # a sweep sorted by a seg metric (W4)
+SEG_METRICS = frozenset({"mIoU", "mAcc", "aAcc", "mIoU_random_init"})
 
 
 def is_finished(sweep: Sweep, variant: str) -> bool:
@@ -60,16 +70,24 @@ def run_sweep(sweep: Sweep, console: Console | None = None) -> ScoreTable:
         elapsed = time.perf_counter() - started
         eta = f", ETA {(elapsed / done) * (len(todo) - done) / 60:.0f} min" if done else ""
         console.rule(f"[bold]{variant}[/bold]  ({done + 1}/{len(todo)}, {elapsed / 60:.1f} min elapsed{eta})")
-        knn = run_study(sweep.configs[variant])["knn_top1"]
-        log.info("%s: kNN top-1 %.2f (random init %.2f)", variant, knn["pretrained"], knn["random_init"])
+        run_study(sweep.configs[variant])
+        log.info("%s: %s", variant, describe_score(read_run_scores(sweep.configs[variant].run_dir), sweep.file.metric))
     table = sweep_score_table(sweep)
     table.write(sweep.study_dir)
     return table
 
 
+def describe_score(row: ScoreRow, metric: str) -> str:
+    """`mIoU 15.40 (random init 14.90)`: the sweep's metric of one finished run, for the log."""
+    value, random_init = row.values.get(metric), row.values.get(f"{metric}_random_init")
+    text = f"{COLUMN_BY_KEY[metric].title} {format_value(value, 'score') or 'missing'}"
+    return text + (f" (random init {random_init:.2f})" if random_init is not None else "")
+
+
 def sweep_score_table(sweep: Sweep) -> ScoreTable:
-    """One row per variant (finished or not), sorted by the sweep's metric."""
+    """One row per variant (finished or not), sorted by the sweep's metric; the columns of its kind of metric
+    are shown even before any run has them."""
     rows = [read_run_scores(config.run_dir, variant) for variant, config in sweep.configs.items()]
-    return build_score_table(
-        rows, sweep.file.metric, required=SWEEP_COLUMNS, first="variant", title=f"Sweep `{sweep.file.study}`"
-    )
+    required = SEG_SWEEP_COLUMNS if sweep.file.metric in SEG_METRICS else SWEEP_COLUMNS
+    return build_score_table(rows, sweep.file.metric, required=required, first="variant",
+                             title=f"Sweep `{sweep.file.study}`")  # fmt: skip

@@ -50,6 +50,9 @@ class MethodConfig(Component):
 
     uses_labels: ClassVar[bool] = False  # the step reads class labels
     uses_neck: ClassVar[bool] = True  # the model is backbone -> neck -> heads (else neck must be `none`)
+    # the config builds `masked_images(config, images=, masks=, whole_images=)` and the method has
+    # `reconstruct(batch)` for `collate_masked` batches of them, like MAE's (the `reconstruct` phase)
+    reconstructs: ClassVar[bool] = False
 
     def check(self, config: Config) -> None:
         """Raise ValueError (naming the dotted key) when the rest of `config` does not fit this method."""

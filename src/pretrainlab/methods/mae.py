@@ -234,6 +234,7 @@ class MAEConfig(MethodConfig):
 
     name: Literal["mae"]
     uses_neck: ClassVar[bool] = False
+    reconstructs: ClassVar[bool] = True
     mask_method: MaskMethod = "patches"
     mask_ratio: float = Field(0.75, gt=0.0, lt=1.0, description="patches (and the no-segment fallback)")
     segment_overlap: float = Field(0.5, gt=0.0, le=1.0, description="hidden fraction that makes a patch removed")
@@ -269,23 +270,32 @@ class MAEConfig(MethodConfig):
     def encoder_chans(self) -> int:
         return 4 if self.mask_method == "four_channels" else 3
 
-    def train_data(self, config: Config) -> TrainData:
+    def masked_images(
+        self, config: Config, *, images: Path | None = None, masks: Path | None = None, whole_images: bool = False
+    ) -> SegmentMaskedImages:
+        """The training images (or `images`) with their segments (from `masks`, else `masks.root`; none for
+        `patches`), as random crops, or whole and unflipped with `whole_images`. Relative folders are under
+        data.root."""
         data = config.data
-        images = data.root / (self.images if self.images is not None else data.train_dir)
-        masks_root = None if self.masks.root is None else data.root / self.masks.root
+        folder = data.root / (images or self.images or data.train_dir)
+        mask_folder = masks or self.masks.root
+        masks_root = data.root / mask_folder if self.mask_method != "patches" and mask_folder is not None else None
         img_size, patch_size = config.backbone.vit_geometry()
         mean, std = data.mean_std
-        dataset = SegmentMaskedImages(
-            images, size=self.crop.size or img_size, patch_size=patch_size, mean=mean, std=std,
-            seed=config.seed, masks_root=masks_root if self.mask_method != "patches" else None,
-            mask_format=self.masks.format, coverage_ratio=self.masks.coverage_ratio, scale=self.crop.scale,
-            flip_p=self.crop.flip_p,
+        return SegmentMaskedImages(
+            folder, size=self.crop.size or img_size, patch_size=patch_size, mean=mean, std=std, seed=config.seed,
+            masks_root=masks_root, mask_format=self.masks.format, coverage_ratio=self.masks.coverage_ratio,
+            scale=(1.0, 1.0) if whole_images else self.crop.scale, flip_p=0.0 if whole_images else self.crop.flip_p,
         )  # fmt: skip
+
+    def train_data(self, config: Config) -> TrainData:
+        dataset = self.masked_images(config)
         report = dataset.segment_report()
-        log.info("MAE images %s: %d images, %d with a mask set, %d without (random patches)", images,
+        log.info("MAE images %s: %d images, %d with a mask set, %d without (random patches)", dataset.root,
                  report["images"], report["with_mask_set"], report["without_mask_set"])  # fmt: skip
-        return TrainData(dataset, EpochSampler(len(dataset), config.seed), collate_masked, data.batch_size,
-                         data.num_workers, description=f"{images} ({report['without_mask_set']} without masks)")  # fmt: skip
+        return TrainData(dataset, EpochSampler(len(dataset), config.seed), collate_masked, config.data.batch_size,
+                         config.data.num_workers, description=f"{dataset.root} ({report['without_mask_set']} "
+                         "without masks)")  # fmt: skip
 
 
 @METHODS.register(MAEConfig)

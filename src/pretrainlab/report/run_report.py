@@ -12,6 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from pretrainlab.eval.segmentation_report import seg_report_section
+from pretrainlab.report.seg_curve import MIOU_PLOT, plot_miou_vs_epoch, seg_curve, seg_random_init_reference
 from pretrainlab.run_dir import RunDir, read_json
 
 
@@ -70,24 +71,13 @@ def seg_section(run: RunDir, phases: list[dict[str, Any]]) -> str | None:
     return seg_report_section(results, seg_phases[-1].get("seg_examples")) if results else None
 
 
-def write_run_report(run: RunDir, summary: dict[str, Any]) -> Path:
-    """Plots and report.md of a study; `summary` is what summary.json holds."""
-    run_dir = run.path
-    metrics = run.read_metrics()
-    phases = summary.get("phases", [])
+def knn_section(run: RunDir, summary: dict[str, Any], curve: list[tuple[int, float]]) -> str | None:
+    """kNN top-1 per k and by epoch (plots/knn.png); None for a run without kNN scores (e.g. W4's)."""
     knn = summary.get("knn_top1", {})
-    plot_loss(metrics, run.plots / "loss.png")
-    plot_knn(knn_curve(metrics, phases), knn.get("random_init"), run.plots / "knn.png")
-
+    if not knn and not curve:
+        return None
+    plot_knn(curve, knn.get("random_init"), run.plots / "knn.png")
     lines = [
-        f"# Run `{run_dir.name}`",
-        "",
-        (
-            f"- method: **{summary.get('method')}**, backbone: **{summary.get('backbone')}**, "
-            f"epochs: {summary.get('epochs')}"
-        ),
-        f"- wall time: {summary.get('wall_time_s', 0):.0f} s",
-        "",
         "## kNN (weighted, T = 0.07, DINO protocol)",
         "",
         "| k | pretrained top-1 | random init top-1 |",
@@ -98,17 +88,54 @@ def write_run_report(run: RunDir, summary: dict[str, Any]) -> Path:
     for k in sorted(per_k_pre, key=int):
         rand = per_k_rand.get(k, {}).get("top1")
         lines.append(f"| {k} | {per_k_pre[k]['top1']:.2f} | {'' if rand is None else f'{rand:.2f}'} |")
-    lines += [
-        "",
-        f"Gain over random init at k = 20: **{knn.get('pretrained', 0) - knn.get('random_init', 0):+.2f}** points.",
-        "",
-        "![loss](plots/loss.png)",
-        "",
-        "![knn](plots/knn.png)",
-        "",
-    ]
+    if "pretrained" in knn and "random_init" in knn:
+        lines += ["", f"Gain over random init at k = 20: **{knn['pretrained'] - knn['random_init']:+.2f}** points."]
+    lines += ["", "![knn](plots/knn.png)", ""]
     if summary.get("tsne"):
         lines += [f"![t-SNE]({summary['tsne']})", ""]
+    return "\n".join(lines)
+
+
+def seg_curve_section(run: RunDir, phases: list[dict[str, Any]]) -> str | None:
+    """With `seg` phases at several epochs: the mIoU curve (plots/miou_vs_epoch.png; the random init dashed
+    when a phase scored it beside the pretrained backbone) and a table of it; else None."""
+    curve = seg_curve(phases)
+    if len(curve) < 2:
+        return None
+    reference = seg_random_init_reference(phases)
+    plot_miou_vs_epoch({"pretrained": curve}, run.plots / MIOU_PLOT,
+                       {"random init": reference} if reference is not None else None)  # fmt: skip
+    lines = ["## Segmentation during pretraining", "", "| epoch | mIoU |", "|---:|---:|"]
+    lines += [f"| {epoch}{' (random init)' if epoch == 0 else ''} | {miou:.2f} |" for epoch, miou in curve]
+    if reference is not None:
+        lines += ["", f"Random init, finetuned the same way: {reference:.2f} mIoU (dashed)."]
+    lines += ["", f"![mIoU vs epoch](plots/{MIOU_PLOT})", ""]
+    return "\n".join(lines)
+
+
+def write_run_report(run: RunDir, summary: dict[str, Any]) -> Path:
+    """Plots and report.md of a study; `summary` is what summary.json holds."""
+    metrics = run.read_metrics()
+    phases = summary.get("phases", [])
+    plot_loss(metrics, run.plots / "loss.png")
+    lines = [
+        f"# Run `{run.path.name}`",
+        "",
+        (
+            f"- method: **{summary.get('method')}**, backbone: **{summary.get('backbone')}**, "
+            f"epochs: {summary.get('epochs')}"
+        ),
+        f"- wall time: {summary.get('wall_time_s', 0):.0f} s",
+        "",
+    ]
+    lines += [section for section in (knn_section(run, summary, knn_curve(metrics, phases)),
+                                       seg_curve_section(run, phases)) if section]  # fmt: skip
+    reconstructions = [phase for phase in phases if phase["kind"] == "reconstruct"]
+    if reconstructions:
+        last = reconstructions[-1]
+        lines += [f"## Reconstructions after epoch {last['epoch']}", "",
+                  f"![reconstructions]({last['reconstructions']})", ""]  # fmt: skip
+    lines += ["## Pretraining", "", "![loss](plots/loss.png)", ""]
     lines += ["## Phases", "", "| phase | epoch | result | seconds |", "|---|---:|---|---:|"]
     for phase in phases:
         shown = {k: v for k, v in phase.items() if k.endswith(("top1", "miou"))}

@@ -8,12 +8,15 @@ A run is any folder holding `summary.json` and/or `eval/*.json`; it is read thro
     summary.json               knn_top1, linear_top1: {pretrained, random_init}, num_params, wall_time_s
     eval/knn.json              {pretrained | random_init: {top1}}    (evaluations by hand)
     eval/linear.json           {pretrained | random_init: {top1}}
-    <phase folder>/result.json knn_top1, linear_top1 of the finished phases (a study without summary.json)
-    seg.json                   {summary: {mIoU, mAcc, aAcc}} of the last `seg` phase, else of eval/
-    seg_random_init.json       the same, for the random-init backbone of a study
+    <phase folder>/result.json knn_top1, linear_top1 of the finished phases (a study without summary.json),
+                               the mIoU curve of the `seg` phases (`report/seg_curve.py`)
+    seg*.json                  {backbone, summary: {mIoU, mAcc, aAcc}} in the `seg` phase folders, else in
+                               eval/: each backbone's from the last folder holding it (mIoU, mAcc, aAcc of
+                               `pretrained`, the run's final score; mIoU of `random_init`, W4's epoch 0)
 
 Scores are percentages as the evaluators write them. Higher is better for every metric,
-so tables sort descending; runs without the metric come last.
+so tables sort descending; runs without the metric come last. When a run has seg scores at several
+epochs, scores.md adds a table of every run's mIoU by epoch and plots/miou_vs_epoch.png their curves.
 """
 
 from __future__ import annotations
@@ -22,13 +25,14 @@ import csv
 import io
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from rich.table import Table
 
 from pretrainlab.registry import did_you_mean
+from pretrainlab.report.seg_curve import MIOU_PLOT, Curve, plot_miou_vs_epoch, seg_curve
 from pretrainlab.run_dir import RunDir, read_json
 
 
@@ -59,11 +63,12 @@ SKIPPED_FOLDERS = frozenset({"pretrain", "checkpoints", "logs", "plots", "eval",
 
 @dataclass(frozen=True)
 class ScoreRow:
-    """One run: its display name, folder and the values found (keys of `COLUMNS`)."""
+    """One run: its display name, folder, the values found (keys of `COLUMNS`) and its mIoU by epoch."""
 
     name: str
     run_dir: Path
     values: dict[str, float]
+    seg_curve: Curve = field(default_factory=list)
 
 
 def check_metric(metric: str) -> str:
@@ -89,6 +94,17 @@ def _pair(values: dict[str, float], key: str, scores: Any, field: str | None = N
             values[key + suffix] = float(value)
 
 
+def read_seg_summaries(folder: Path) -> dict[str, dict[str, Any]]:
+    """{backbone: {mIoU, mAcc, aAcc}} of the segmentation results in `folder` (a file without `backbone`:
+    seg.json is the pretrained one, seg_<name>.json backbone <name>)."""
+    found = {}
+    for path in sorted(folder.glob("seg*.json")):
+        result = read_json(path)
+        backbone = result.get("backbone") or ("pretrained" if path.stem == "seg" else path.stem.removeprefix("seg_"))
+        found[backbone] = result.get("summary", result)
+    return found
+
+
 def read_run_scores(run_dir: Path, name: str | None = None) -> ScoreRow:
     """Every known value of one run directory (missing files and keys are simply absent)."""
     run = RunDir(run_dir)
@@ -96,24 +112,26 @@ def read_run_scores(run_dir: Path, name: str | None = None) -> ScoreRow:
     evaluations = run.read_eval()
     _pair(values, "knn_top1", evaluations.get("knn"), "top1")
     _pair(values, "linear_top1", evaluations.get("linear"), "top1")
-    for phase in run.phase_results():  # an unfinished study: what its finished phases hold
+    phases = run.phase_results()
+    for phase in phases:  # an unfinished study: what its finished phases hold
         for key in ("knn_top1", "linear_top1"):
             _pair(values, key, phase.get(key))
-    seg_folder = run.last_phase_dir("seg") or run.eval_dir
-    for file, suffix, keys in (("seg", "", ("mIoU", "mAcc", "aAcc")), ("seg_random_init", "_random_init", ("mIoU",))):
-        path = seg_folder / f"{file}.json"
-        seg = read_json(path) if path.is_file() else {}
-        seg = seg.get("summary", seg)
+    seg: dict[str, dict[str, Any]] = {}
+    for folder in [run.path / p["dir"] for p in phases if p["kind"] == "seg"] or [run.eval_dir]:
+        seg.update(read_seg_summaries(folder))  # W4: random_init at epoch 0 only, pretrained at every later epoch
+    for backbone, suffix, keys in (("pretrained", "", ("mIoU", "mAcc", "aAcc")),
+                                   ("random_init", "_random_init", ("mIoU",))):  # fmt: skip
         for key in keys:
-            if isinstance(seg.get(key), (int, float)):
-                values[key + suffix] = float(seg[key])
+            value = seg.get(backbone, {}).get(key)
+            if isinstance(value, (int, float)):
+                values[key + suffix] = float(value)
     summary = run.read_summary() if run.has_summary() else {}
     for key in ("knn_top1", "linear_top1"):
         _pair(values, key, summary.get(key))
     for key in ("num_params", "wall_time_s"):
         if isinstance(summary.get(key), (int, float)):
             values[key] = float(summary[key])
-    return ScoreRow(name or run_dir.name, run_dir, values)
+    return ScoreRow(name or run_dir.name, run_dir, values, seg_curve(phases))
 
 
 def is_run_dir(folder: Path) -> bool:
@@ -200,6 +218,12 @@ class ScoreTable:
     def cells(self) -> list[list[str]]:
         return [[row.name, *(format_value(row.values.get(c.key), c.kind) for c in self.columns)] for row in self.rows]
 
+    def curve_epochs(self) -> list[int]:
+        """Every epoch of the runs' mIoU curves when some run has seg scores at several epochs, else none."""
+        if not any(len(row.seg_curve) > 1 for row in self.rows):
+            return []
+        return sorted({epoch for row in self.rows for epoch, _ in row.seg_curve})
+
     def markdown(self) -> str:
         titles = [self.first, *(f"**{c.title}**" if c.key == self.metric else c.title for c in self.columns)]
         lines = [
@@ -211,15 +235,36 @@ class ScoreTable:
             "|" + "|".join(["---", *("---:" for _ in self.columns)]) + "|",
             *("| " + " | ".join(cells) + " |" for cells in self.cells()),
         ]
+        epochs = self.curve_epochs()
+        if epochs:
+            lines += ["", *self._curve_markdown(epochs)]
         return "\n".join(lines) + "\n"
 
+    def _curve_markdown(self, epochs: list[int]) -> list[str]:
+        """Every run's mIoU at every epoch (rows in the order of the score table), and the plot `write` draws."""
+        lines = [
+            "## mIoU during pretraining",
+            "",
+            "mIoU after each number of pretraining epochs (0 = random init).",
+            "",
+            "| " + " | ".join([self.first, *map(str, epochs)]) + " |",
+            "|" + "|".join(["---", *("---:" for _ in epochs)]) + "|",
+        ]
+        for row in self.rows:
+            cells = [row.name, *(format_value(value, "score") for value in _at(row.seg_curve, epochs))]
+            lines.append("| " + " | ".join(cells) + " |")
+        return [*lines, "", f"![mIoU vs epoch](plots/{MIOU_PLOT})"]
+
     def csv(self) -> str:
-        """Machine-readable: column keys as header, raw numbers (blank when missing)."""
+        """Machine-readable: column keys as header (then `mIoU@<epoch>` of the curves), raw numbers (blank when
+        missing)."""
+        epochs = self.curve_epochs()
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow([self.first, *(c.key for c in self.columns)])
+        writer.writerow([self.first, *(c.key for c in self.columns), *(f"mIoU@{epoch}" for epoch in epochs)])
         for row in self.rows:
-            writer.writerow([row.name, *(_raw(row.values.get(c.key)) for c in self.columns)])
+            writer.writerow([row.name, *(_raw(row.values.get(c.key)) for c in self.columns),
+                             *(_raw(value) for value in _at(row.seg_curve, epochs))])  # fmt: skip
         return buffer.getvalue()
 
     def rich(self) -> Table:
@@ -232,11 +277,14 @@ class ScoreTable:
         return table
 
     def write(self, out_dir: Path) -> tuple[Path, Path]:
-        """`out_dir/scores.md` and `out_dir/scores.csv`."""
+        """`out_dir/scores.md` and `out_dir/scores.csv` (and, with mIoU curves, `out_dir/plots/miou_vs_epoch.png`)."""
         out_dir.mkdir(parents=True, exist_ok=True)
         md_path, csv_path = out_dir / "scores.md", out_dir / "scores.csv"
         md_path.write_text(self.markdown())
         csv_path.write_text(self.csv())
+        if self.curve_epochs():
+            curves = {row.name: row.seg_curve for row in self.rows if row.seg_curve}
+            plot_miou_vs_epoch(curves, out_dir / "plots" / MIOU_PLOT)
         return md_path, csv_path
 
 
@@ -259,3 +307,9 @@ def _raw(value: float | None) -> str:
     if value is None:
         return ""
     return str(int(value)) if float(value).is_integer() else f"{value:.4f}"
+
+
+def _at(curve: Curve, epochs: list[int]) -> list[float | None]:
+    """The curve's values at `epochs` (None where it has none)."""
+    by_epoch = dict(curve)
+    return [by_epoch.get(epoch) for epoch in epochs]

@@ -17,6 +17,7 @@ from pretrainlab.data.loaders import ensure_dataset
 from pretrainlab.distributed import is_rank_zero
 from pretrainlab.engine.malloc import keep_freed_memory
 from pretrainlab.report.run_report import write_run_report
+from pretrainlab.report.seg_curve import seg_curve
 from pretrainlab.run_dir import RunDir
 from pretrainlab.study.phase import PHASES, StudyContext, run_phase
 from pretrainlab.study.run import prepare_run_dir
@@ -58,9 +59,11 @@ def run_study(config: Config) -> dict[str, Any]:
 
 
 def study_summary(config: Config, run: RunDir, context: StudyContext, wall_time_s: float) -> dict[str, Any]:
-    """Every phase's result, and the keys of the last phase of each kind at the top level
-    (`knn_top1`, `linear_top1`, `seg_miou`, ... as score tables read them); `wall_time_s` counts
-    this invocation and the phases earlier ones finished."""
+    """Every phase's result; at the top level the keys of the last phase of each kind (`knn_top1`,
+    `linear_top1`, `seg_miou`, ... as score tables read them), where a score by backbone takes each
+    backbone's from the last phase that scored it (W4's loop scores the random init only at epoch 0),
+    and the mIoU curve `seg_curve: [[epoch, mIoU], ...]`; `wall_time_s` counts this invocation and the
+    phases earlier ones finished."""
     phases = run.phase_results()
     summary: dict[str, Any] = {
         "method": config.method.name,
@@ -72,8 +75,15 @@ def study_summary(config: Config, run: RunDir, context: StudyContext, wall_time_
     for result in phases:
         for key in PHASES.get(result["kind"]).config.summary_keys:
             if key in result:
-                summary[key] = result[key]
+                summary[key] = _latest(summary.get(key), result[key])
+    if curve := seg_curve(phases):
+        summary["seg_curve"] = curve
     summary["pretrain_s"] = sum(r["seconds"] for r in phases if r["kind"] == "pretrain")
     summary["seg_s"] = sum(r["seconds"] for r in phases if r["kind"] == "seg") or None
     summary["wall_time_s"] = wall_time_s
     return summary
+
+
+def _latest(earlier: Any, later: Any) -> Any:
+    """`later`; for two mappings by backbone ({pretrained, random_init}) their union, `later`'s entries winning."""
+    return {**earlier, **later} if isinstance(earlier, dict) and isinstance(later, dict) else later
