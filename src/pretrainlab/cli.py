@@ -1,4 +1,4 @@
-"""`pretrainlab` command line: data synth | pretrain | evaluate knn|linear|seg | study | sweep | report | analyze params.
+"""`pretrainlab` command line: data synth | pretrain | evaluate knn|linear|seg | study | sweep | export | report | analyze params.
 
 Config errors print one line per problem (file, dotted key, what was expected) and
 exit with status 2, before any data is read.
@@ -108,6 +108,11 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--study", help="study folder instead of the file's `study`")
     sweep.add_argument("--dry-run", action="store_true", help="validate and list the variants; run nothing")
     sweep.set_defaults(handler=cmd_sweep)
+
+    export = verbs.add_parser("export", help="a run's evaluated backbone as a plain state dict (+ its backbone config)")
+    export.add_argument("--run", type=Path, required=True, help="run directory (holds config.yaml and pretrain/checkpoints/)")
+    export.add_argument("--out", type=Path, required=True, help="output file: .safetensors, .pt or .pth")
+    export.set_defaults(handler=cmd_export)
 
     report = verbs.add_parser("report", help="score table of every run below the folders -> scores.md, scores.csv")
     report.add_argument("dirs", type=Path, nargs="+", metavar="DIR", help="folders searched for runs")
@@ -222,6 +227,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     table = run_sweep(sweep)
     Console().print(table.rich())
     log.info("wrote %s and scores.csv", sweep.study_dir / "scores.md")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from pretrainlab.study.export import export_backbone
+
+    export_backbone(args.run, args.out)
     return 0
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from conftest import REPO_ROOT, write_w4_loop
 
 from pretrainlab.config.sweeps import expand_sweep
-from pretrainlab.report.scores import read_run_scores
+from pretrainlab.report.scores import build_score_table, collect_runs, read_run_scores
 from pretrainlab.run_dir import write_json
 from pretrainlab.sweep import sweep_score_table
 
@@ -66,3 +66,13 @@ def test_the_w4_sweep_lists_every_run_by_epoch_and_plots_the_curves(tmp_path: Pa
     lines = csv_path.read_text().splitlines()
     assert lines[0] == "variant,mIoU,mAcc,mIoU_random_init,aAcc,num_params,wall_time_s,mIoU@0,mIoU@10,mIoU@20,mIoU@30"
     assert lines[2] == "four_channels,16.8000,26.8000,14.8000,66.8000,,,14.8000,15.9000,16.8000,"
+
+
+def test_scores_link_each_runs_last_reconstruction_figure(tmp_path: Path) -> None:
+    study = tmp_path / "w4"
+    write_w4_loop(study / "segments", {10: 16.2, 20: 17.5}, random_init=14.7, reconstruct=True)
+    write_w4_loop(study / "patches", {10: 15.4}, random_init=14.9)  # no reconstruct phase: no figure
+    build_score_table(collect_runs([study]), "mIoU").write(study)
+    text = (study / "scores.md").read_text()
+    assert "![segments](segments/eval/epoch_20/reconstruct/reconstructions.png)" in text
+    assert "![patches]" not in text and text.count("## Reconstructions") == 1

@@ -69,6 +69,7 @@ class ScoreRow:
     run_dir: Path
     values: dict[str, float]
     seg_curve: Curve = field(default_factory=list)
+    reconstructions: Path | None = None  # the last `reconstruct` phase's figure
 
 
 def check_metric(metric: str) -> str:
@@ -131,7 +132,8 @@ def read_run_scores(run_dir: Path, name: str | None = None) -> ScoreRow:
     for key in ("num_params", "wall_time_s"):
         if isinstance(summary.get(key), (int, float)):
             values[key] = float(summary[key])
-    return ScoreRow(name or run_dir.name, run_dir, values, seg_curve(phases))
+    figures = [run.path / p["reconstructions"] for p in phases if p["kind"] == "reconstruct"]
+    return ScoreRow(name or run_dir.name, run_dir, values, seg_curve(phases), figures[-1] if figures else None)
 
 
 def is_run_dir(folder: Path) -> bool:
@@ -224,7 +226,9 @@ class ScoreTable:
             return []
         return sorted({epoch for row in self.rows for epoch, _ in row.seg_curve})
 
-    def markdown(self) -> str:
+    def markdown(self, out_dir: Path | None = None) -> str:
+        """The table (and the mIoU curves); with `out_dir`, where scores.md goes, each run's last
+        reconstruction figure linked relative to it."""
         titles = [self.first, *(f"**{c.title}**" if c.key == self.metric else c.title for c in self.columns)]
         lines = [
             f"# {self.title}",
@@ -238,6 +242,11 @@ class ScoreTable:
         epochs = self.curve_epochs()
         if epochs:
             lines += ["", *self._curve_markdown(epochs)]
+        figures = [(row.name, row.reconstructions) for row in self.rows if row.reconstructions is not None]
+        if figures and out_dir is not None:
+            lines += ["", "## Reconstructions", "", "Masked input / reconstruction / target of the last evaluation.", ""]
+            lines += [f"### {name}\n\n![{name}]({Path(os.path.relpath(path, out_dir)).as_posix()})\n"
+                      for name, path in figures]  # fmt: skip
         return "\n".join(lines) + "\n"
 
     def _curve_markdown(self, epochs: list[int]) -> list[str]:
@@ -280,7 +289,7 @@ class ScoreTable:
         """`out_dir/scores.md` and `out_dir/scores.csv` (and, with mIoU curves, `out_dir/plots/miou_vs_epoch.png`)."""
         out_dir.mkdir(parents=True, exist_ok=True)
         md_path, csv_path = out_dir / "scores.md", out_dir / "scores.csv"
-        md_path.write_text(self.markdown())
+        md_path.write_text(self.markdown(out_dir))
         csv_path.write_text(self.csv())
         if self.curve_epochs():
             curves = {row.name: row.seg_curve for row in self.rows if row.seg_curve}
