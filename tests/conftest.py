@@ -67,6 +67,21 @@ def tiny_run_overrides(data_root: Path, output_root: Path, **extra: object) -> l
     return [f"{key}={_yaml_inline(value)}" for key, value in overrides.items()]
 
 
+def tiny_mae_overrides(data_root: Path, output_root: Path, **extra: object) -> list[str]:
+    """Overrides turning any config into a seconds-long MAE run (ViT with 1 block of width 32, 8-px
+    patches on the 64-px scenes of `tiny_synthetic`, their SAM masks)."""
+    overrides = {
+        "data.root": str(data_root), "data.synthetic": TINY_SYNTHETIC, "data.batch_size": 2, "data.num_workers": 0,
+        "output_root": str(output_root), "engine.precision": "32", "engine.progress_bar": False,
+        "engine.max_epochs": 2, "optim.warmup_epochs": 0, "eval.knn.every_n_epochs": 0,
+        "backbone.arch": "vit_tiny_patch16_224", "backbone.img_size": 64, "backbone.patch_size": 8,
+        "backbone.embed_dim": 32, "backbone.depth": 1, "backbone.num_heads": 2, "method.name": "mae",
+        "method.images": "segmentation/images/training", "method.masks.root": "segmentation/sam_masks/training",
+        "method.decoder.preset": "tiny", **extra,
+    }  # fmt: skip
+    return [f"{key}={_yaml_inline(value)}" for key, value in overrides.items()]
+
+
 def _yaml_inline(value: object) -> str:
     import yaml
 

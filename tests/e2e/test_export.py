@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import TINY_SYNTHETIC, _yaml_inline
+from conftest import tiny_mae_overrides
 
 from pretrainlab.cli import main
 from pretrainlab.config import load_config
@@ -20,17 +20,9 @@ from pretrainlab.study.run import load_pretrained_method, pretrain
 @pytest.mark.slow
 @pytest.mark.parametrize("suffix", [".safetensors", ".pt"])
 def test_export_of_a_four_channel_mae_loads_as_a_plain_vit(tiny_synthetic: Path, tmp_path: Path, suffix: str) -> None:
-    values = {
-        "name": "mae4", "data.root": str(tiny_synthetic), "data.synthetic": TINY_SYNTHETIC, "data.batch_size": 2,
-        "data.num_workers": 0, "output_root": str(tmp_path), "engine.precision": "32", "engine.progress_bar": False,
-        "engine.max_epochs": 1, "optim.warmup_epochs": 0, "eval.knn.every_n_epochs": 0,
-        "backbone.arch": "vit_tiny_patch16_224", "backbone.img_size": 64, "backbone.patch_size": 8,
-        "backbone.embed_dim": 32, "backbone.depth": 1, "backbone.num_heads": 2, "method.name": "mae",
-        "method.mask_method": "four_channels", "method.images": "segmentation/images/training",
-        "method.masks.root": "segmentation/sam_masks/training", "method.decoder.preset": "tiny",
-        "study.phases": [{"name": "pretrain"}],
-    }  # fmt: skip
-    run = pretrain(load_config(None, [f"{key}={_yaml_inline(value)}" for key, value in values.items()])).path
+    overrides = tiny_mae_overrides(tiny_synthetic, tmp_path, name="mae4", **{
+        "engine.max_epochs": 1, "method.mask_method": "four_channels", "study.phases": [{"name": "pretrain"}]})
+    run = pretrain(load_config(None, overrides)).path
     out = tmp_path / f"backbone{suffix}"
     assert main(["-q", "export", "--run", str(run), "--out", str(out)]) == 0
 

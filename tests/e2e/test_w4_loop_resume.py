@@ -10,7 +10,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import REPO_ROOT, TINY_SYNTHETIC, _yaml_inline
+from conftest import REPO_ROOT, tiny_mae_overrides
 
 from pretrainlab.config import load_config
 from pretrainlab.study.runner import run_study
@@ -41,16 +41,11 @@ KILLER = textwrap.dedent(
 
 
 def overrides(data_root: Path, output_root: Path, mask_method: str) -> list[str]:
-    values = {
-        "data.root": str(data_root), "data.synthetic": TINY_SYNTHETIC, "data.batch_size": 2, "data.num_workers": 0,
-        "output_root": str(output_root), "engine.precision": "32", "engine.progress_bar": False,
-        "engine.max_epochs": 2, "study.every_epochs": 1, "optim.warmup_epochs": 0,
-        "backbone.embed_dim": 32, "backbone.depth": 1, "backbone.num_heads": 2, "method.mask_method": mask_method,
-        "method.decoder.preset": "tiny", "eval.seg.mode": "frozen", "eval.seg.augment": False,
-        "eval.seg.head": {"name": "seg_linear"}, "eval.seg.iterations": SEG_ITERATIONS, "eval.seg.batch_size": 2,
-        "eval.seg.eval_batch_size": 2, "eval.seg.num_examples": 1,
-    }  # fmt: skip
-    return [f"{key}={_yaml_inline(value)}" for key, value in values.items()]
+    return tiny_mae_overrides(data_root, output_root, **{
+        "study.every_epochs": 1, "method.mask_method": mask_method, "eval.seg.mode": "frozen",
+        "eval.seg.augment": False, "eval.seg.head": {"name": "seg_linear"}, "eval.seg.iterations": SEG_ITERATIONS,
+        "eval.seg.batch_size": 2, "eval.seg.eval_batch_size": 2, "eval.seg.num_examples": 1,
+    })  # fmt: skip
 
 
 def seg_series(run_dir: Path) -> list[tuple[int, dict]]:
@@ -61,7 +56,8 @@ def seg_series(run_dir: Path) -> list[tuple[int, dict]]:
 @pytest.mark.slow
 def test_killed_during_an_evaluation_the_loop_continues_to_the_same_series(tiny_synthetic: Path, tmp_path: Path) -> None:
     reference_config = load_config(STUDY, overrides(tiny_synthetic, tmp_path / "a", "segments"))
-    assert [p.name for p in reference_config.study.phases] == ["seg", "pretrain", "seg", "pretrain", "seg"]
+    kinds = [p.name for p in reference_config.study.phases]
+    assert kinds == ["seg", "pretrain", "seg", "reconstruct", "pretrain", "seg", "reconstruct"]
     run_study(reference_config)
     reference = seg_series(reference_config.run_dir)
     assert [epoch for epoch, _ in reference] == [0, 1, 2]

@@ -87,7 +87,7 @@ def test_four_channels_export_equals_the_model_fed_a_constant_one_channel(tmp_pa
     torch.testing.assert_close(three.maps[0], four.maps[0], atol=1e-5, rtol=0)
     path = tmp_path / "backbone.pt"
     torch.save(exported.state_dict(), path)
-    plain = TimmBackbone("vit_tiny_patch16_224", in_chans=3, img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2)
+    plain = TimmBackbone("vit_tiny_patch16_224", img_size=32, patch_size=8, embed_dim=WIDTH, depth=DEPTH, num_heads=2)
     report = load_backbone_checkpoint(plain, path)
     assert report.is_complete, report.format()
     with torch.no_grad():
@@ -101,7 +101,7 @@ def test_preencoder_is_trained_and_dropped_on_export(tmp_path: Path) -> None:
     assert exported.in_chans == 3 and not any("preencoder" in key for key in exported.state_dict())
     path = tmp_path / "backbone.pt"
     torch.save({"state_dict": exported.state_dict()}, path)
-    plain = TimmBackbone("vit_tiny_patch16_224", in_chans=3, img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2)
+    plain = TimmBackbone("vit_tiny_patch16_224", img_size=32, patch_size=8, embed_dim=WIDTH, depth=DEPTH, num_heads=2)
     assert load_backbone_checkpoint(plain, path).is_complete
     x = torch.randn(1, 4, 32, 32)
     torch.testing.assert_close(method.preencoder(x), x[:, :3])  # starts as the identity on RGB
@@ -130,7 +130,7 @@ def release_state_dict(generator: torch.Generator) -> dict[str, torch.Tensor]:
     return {key: torch.randn(shape, generator=generator) for key, shape in shapes.items()}
 
 
-def test_stack_loads_an_official_release_checkpoint_completely(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_stack_loads_an_official_release_checkpoint_completely(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:  # noqa: E501
     release = release_state_dict(torch.Generator().manual_seed(1))
     path = tmp_path / "mae_pretrain_release.pth"
     torch.save({"model": release, "epoch": 799}, path)  # the release's layout
@@ -158,7 +158,8 @@ def test_masked_samples_follow_the_chosen_segment(tiny_synthetic: Path) -> None:
     assert has_segment and expected is not None and image.shape == (3, 64, 64) and noise.shape == (64,)
     assert torch.equal(hidden[0].bool(), torch.from_numpy(expected))  # full-image crop, no flip
     again = dataset[(0, 0)]
-    assert all(torch.equal(a, b) if isinstance(a, torch.Tensor) else a == b for a, b in zip(again, (image, hidden, has_segment, noise)))
+    first = (image, hidden, has_segment, noise)
+    assert all(torch.equal(a, b) if isinstance(a, torch.Tensor) else a == b for a, b in zip(again, first, strict=True))
     assert not torch.equal(dataset[(1, 0)][3], noise)  # a new epoch draws new noise
 
     (masks / f"{dataset.stem(1)}.json").rename(masks / "elsewhere.json")  # image 1 loses its mask set
@@ -177,3 +178,10 @@ def test_config_errors_name_the_key() -> None:
     with pytest.raises(Exception, match="needs a timm ViT backbone"):
         load_config(None, ["method.name=mae", "study.phases=[{name: pretrain}]"])
     assert np.isclose(mae_config().optim.betas[1], 0.999)  # recipe betas come from the W4 configs, not magic
+
+
+def test_every_three_channel_method_starts_from_the_same_encoder() -> None:
+    reference = build("patches").eval_backbone().state_dict()
+    for mask_method in ("segments", "preencoder"):
+        state = build(mask_method).eval_backbone().state_dict()
+        assert all(torch.equal(state[key], value) for key, value in reference.items()), mask_method

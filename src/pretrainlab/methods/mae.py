@@ -102,8 +102,8 @@ class MAE(Method):
         self.norm_pix_loss = norm_pix_loss
         self.patch_size = encoder.patch_size
         self.grid = tuple(vit.patch_embed.grid_size)
+        init_mae_encoder(encoder)  # before the pre-encoder: every method's epoch 0 is the same ViT (4-channel aside)
         self.preencoder = make_preencoder(preencoder_kernel) if mask_method == "preencoder" else None
-        init_mae_encoder(encoder)
 
     def training_step(self, batch: MaskedBatch, step: StepValues) -> dict[str, Tensor]:
         """batch: images (B, 3, S, S) normalised, hidden (B, 1, S, S) segment pixels, has_segment (B,), noise (B, L)."""
@@ -116,7 +116,9 @@ class MAE(Method):
             loss = mae_loss(pred.float(), target.float(), mask, norm_pix_loss=self.norm_pix_loss)
         return {"loss": loss, "masked_fraction": mask.mean(), "segment_fraction": has_segment.float().mean()}
 
-    def forward_masked(self, images: Tensor, hidden: Tensor, has_segment: Tensor, noise: Tensor) -> tuple[Tensor, Tensor]:
+    def forward_masked(
+        self, images: Tensor, hidden: Tensor, has_segment: Tensor, noise: Tensor
+    ) -> tuple[Tensor, Tensor]:
         """(pred (B, L, p·p·3), mask (B, L), 1 = removed) for one batch, as `training_step` computes them."""
         random = random_masking(noise, self.mask_ratio)
         if self.mask_method == "patches":
