@@ -69,6 +69,13 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--seg-train", type=int, default=1000, help="segmentation train scenes")
     synth.add_argument("--seg-val", type=int, default=200, help="segmentation val scenes")
     synth.set_defaults(handler=cmd_data_synth)
+    rain = data_verbs.add_parser("rain", help="clear + rendered-rain domains of a segmentation set")
+    rain.add_argument("--src", type=Path, required=True, help="ADE20k- or Cityscapes-layout segmentation folder")
+    rain.add_argument("--out", type=Path, required=True, help="output folder")
+    rain.add_argument("--intensities", default="25,50,75,100,200", help="rain rates in mm/h, comma-separated")
+    rain.add_argument("--seed", type=int, default=0)
+    rain.add_argument("--workers", type=int, default=2)
+    rain.set_defaults(handler=cmd_data_rain)
 
     pre = verbs.add_parser("pretrain", help="pretrain a backbone from a config")
     add_config_arguments(pre)
@@ -151,6 +158,18 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
         num_seg_val=args.seg_val,
     )
     log.info("wrote %s in %.1f s", args.out, summary.seconds)
+    return 0
+
+
+def cmd_data_rain(args: argparse.Namespace) -> int:
+    from pretrainlab.data.rain_tree import write_rain_tree
+
+    try:
+        intensities = [float(item) for item in args.intensities.split(",")]
+    except ValueError:
+        raise ValueError(f"--intensities {args.intensities!r}: expected comma-separated numbers (mm/h)") from None
+    summary = write_rain_tree(args.src, args.out, intensities, seed=args.seed, workers=args.workers)
+    log.info("rain tree %s: %d train + %d val scenes", args.out, summary.num_train, summary.num_val)
     return 0
 
 

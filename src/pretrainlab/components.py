@@ -10,6 +10,7 @@ import pretrainlab.methods.mae
 import pretrainlab.methods.simclr
 import pretrainlab.methods.supervised
 import pretrainlab.methods.tap_losses
+import pretrainlab.models.backbones.mit
 import pretrainlab.models.backbones.sebnet
 import pretrainlab.models.backbones.timm_backbone
 import pretrainlab.models.heads.cls
@@ -21,6 +22,7 @@ import pretrainlab.models.heads.seg_segformer
 import pretrainlab.models.heads.seg_segmenter
 import pretrainlab.models.heads.seg_uper
 import pretrainlab.models.necks.ppm
+import pretrainlab.study.adapt_phase
 import pretrainlab.study.knn_phase
 import pretrainlab.study.linear_phase
 import pretrainlab.study.pretrain_phase

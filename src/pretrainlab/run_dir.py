@@ -8,6 +8,10 @@
                 eval/epoch_<k>/<kind>/             a study's evaluation of the weights after k epochs (0 =
                                                    random init only): result.json, its own files (eval json,
                                                    metrics, plots)
+                adapt/source.pt  adapt/checkpoints/last.ckpt  adapt/<NN>_source/  adapt/<NN>_step<k>_<domain>/
+                                                   online adaptation (W2): the source model, the adaptation
+                                                   state, one folder per phase
+                eval/domains.csv, eval/domains.md  its domains x steps mIoU table
                 eval/*.json                        evaluations run by hand (`pretrainlab evaluate ...`)
                 plots/*.png  report.md  summary.json
 
@@ -213,7 +217,8 @@ class RunDir:
 
     def phase_results(self) -> list[dict[str, Any]]:
         """Results of every finished phase, in phase order."""
-        paths = [*self.pretrain_dir.glob(f"*/{RESULT}"), *self.eval_dir.glob(f"epoch_*/*/{RESULT}")]
+        paths = [*self.pretrain_dir.glob(f"*/{RESULT}"), *self.eval_dir.glob(f"epoch_*/*/{RESULT}"),
+                 *(self.path / "adapt").glob(f"*/{RESULT}")]  # fmt: skip
         return sorted((read_json(path) for path in paths), key=lambda result: result["phase"])
 
     def last_phase_dir(self, kind: str) -> Path | None:

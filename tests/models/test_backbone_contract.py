@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pretrainlab.models.backbones import BackboneConfig, SEBNetConfig, TimmBackboneConfig
+from pretrainlab.models.backbones import BackboneConfig, TimmBackboneConfig
 from pretrainlab.models.backbones import BACKBONES, Backbone, build_backbone
 
 BATCH = 2
@@ -23,6 +23,7 @@ CASES: list[tuple[str, dict, int, list[int], int | None]] = [
     ("vit_patch8", {"name": "timm", "arch": "vit_tiny_patch16_224", "img_size": 32, "patch_size": 8}, 32, [8], 8),
     ("convnext_atto", {"name": "timm", "arch": "convnext_atto"}, 64, [4, 8, 16, 32], None),
     ("resnet18", {"name": "timm", "arch": "resnet18"}, 64, [2, 4, 8, 16, 32], None),
+    ("mit_b0", {"name": "mit", "variant": "b0"}, 64, [4, 8, 16, 32], None),
     (
         "resnet_small_stem",
         {"name": "timm", "arch": "resnet18", "small_input_stem": True, "layers": [1, 1, 1, 1]},
@@ -36,8 +37,7 @@ CASES: list[tuple[str, dict, int, list[int], int | None]] = [
 
 
 def _config(fields: dict, in_chans: int) -> BackboneConfig:
-    kind = SEBNetConfig if fields["name"] == "sebnet" else TimmBackboneConfig
-    return kind.model_validate({**fields, "in_chans": in_chans})
+    return BACKBONES.get(fields["name"]).config.model_validate({**fields, "in_chans": in_chans})
 
 
 def _open_zero_initialised_gates(backbone: Backbone) -> None:

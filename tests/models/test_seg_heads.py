@@ -84,3 +84,12 @@ def test_unknown_head_name_fails_at_load_with_did_you_mean() -> None:
         load_config(None, ["eval.seg.head.name=segformr"])
     with pytest.raises(KeyError, match="did you mean 'uper'"):
         SEG_HEADS.get("upper")
+
+
+@pytest.mark.parametrize("name", ["seg_linear", "segmenter", "uper"])
+def test_heads_with_a_configured_width_ignore_decoder_width(cnn: TimmBackbone, name: str) -> None:
+    def num_params(decoder_width: int | None) -> int:
+        head = build_seg_head(HEAD_CONFIGS[name], cnn.out_channels, cnn.strides, K, decoder_width=decoder_width)
+        return sum(p.numel() for p in head.parameters())
+
+    assert num_params(768) == num_params(None)

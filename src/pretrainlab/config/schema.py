@@ -25,6 +25,7 @@ from pretrainlab.methods.base import METHODS, MethodConfig
 from pretrainlab.methods.segmentation import SegFinetuneConfig
 from pretrainlab.models.backbones.base import BACKBONES, BackboneConfig
 from pretrainlab.models.necks.base import NECKS, NeckConfig
+from pretrainlab.study.online import OnlineConfig
 from pretrainlab.study.phase import PHASES, PhaseConfig
 
 
@@ -54,13 +55,17 @@ class StudyConfig(Strict):
     before: list[PHASES.config_type()] = Field(default_factory=list, description=(  # type: ignore[valid-type]
         "phases run before any pretraining, e.g. the random-init seg evaluation (epoch 0)"))
 
-    def resolve(self, max_epochs: int) -> None:
-        """Fill `phases` (from the loop, or the default pretrain + knn); a config holding both the loop and
-        phases (a saved run's) must hold the phases the loop generates."""
+    def resolve(self, max_epochs: int, online: OnlineConfig | None) -> None:
+        """Fill `phases`: from the loop; else with an `online` section, `source` and one `adapt` per domain
+        of its sequence; else pretrain + knn. A config holding both the loop and phases (a saved run's)
+        must hold the phases the loop generates."""
         if self.every_epochs is None:
             if self.evaluate or self.before:
                 raise ValueError("study.evaluate / study.before need study.every_epochs")
-            if self.phases is None:
+            if self.phases is None and online is not None:
+                adapt = PHASES.get("adapt").config
+                self.phases = [PHASES.get("source").config(), *(adapt(step=k) for k in range(len(online.sequence)))]
+            elif self.phases is None:
                 self.phases = default_phases()
             return
         ends = [*range(self.every_epochs, max_epochs, self.every_epochs), max_epochs]
@@ -86,10 +91,11 @@ class Config(Strict):
     engine: EngineConfig = Field(default_factory=EngineConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     study: StudyConfig = Field(default_factory=StudyConfig)
+    online: OnlineConfig | None = Field(None, description="online adaptation over a domain sequence (W2)")
 
     @model_validator(mode="after")
     def _check_consistency(self) -> Config:
-        self.study.resolve(self.engine.max_epochs)
+        self.study.resolve(self.engine.max_epochs, self.online)
         if self.optim.warmup_epochs > self.engine.max_epochs:
             raise ValueError(
                 f"optim.warmup_epochs={self.optim.warmup_epochs} exceeds engine.max_epochs={self.engine.max_epochs}"

@@ -58,9 +58,13 @@ def autocast(precision: str, device: torch.device) -> torch.autocast:
 
 
 def build_segmentor(backbone: Backbone, config: Config, num_classes: int) -> Segmentor:
-    """Backbone + the head `eval.seg.head` names (initialised with the seed `config.seed`)."""
+    """Backbone + the head `eval.seg.head` names (initialised with the seed `config.seed`), sized
+    by the backbone's `decoder_width` where the head config leaves its width unset."""
     torch.manual_seed(config.seed)
-    head = build_seg_head(config.eval.seg.head, backbone.out_channels, backbone.strides, num_classes)
+    decoder_width = getattr(backbone, "decoder_width", None)  # MiT sets it; None = the head's own default
+    head = build_seg_head(
+        config.eval.seg.head, backbone.out_channels, backbone.strides, num_classes, decoder_width=decoder_width
+    )
     return Segmentor(backbone, head)
 
 

@@ -19,8 +19,10 @@ Steps:
      prefix) wins; ties prefer a prefix containing "teacher", then the shorter prefix,
      then `model` over `model.model`.
   5. Names: DINOv2 names are mapped to timm's (`blocks.<chunk>.<i>.` -> `blocks.<i>.`,
-     `mlp.w12` / `mlp.w3` -> `mlp.fc1` / `mlp.fc2`, `register_tokens` -> `reg_token`), only
-     when the original name is not a weight of the target and the new one is.
+     `mlp.w12` / `mlp.w3` -> `mlp.fc1` / `mlp.fc2`, `register_tokens` -> `reg_token`); then,
+     if `model` has a `rename_checkpoint_key(key) -> str` hook, it is tried (MiT: NVlabs
+     SegFormer names -> timm PVTv2 names, for `model.model`). A renamed key is used only when
+     the original name is not a weight of the target and the new one is.
   6. Sort: keys outside the chosen prefix, and known non-backbone keys the target lacks
      (DINO `head.*`, DINOv2 `dino_head.*` / `ibot_head.*`, MAE `decoder*`, `mask_token`),
      are "ignored"; other keys the target lacks are "unexpected".
@@ -37,7 +39,7 @@ import argparse
 import logging
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, get_args
@@ -210,14 +212,33 @@ _DINOV2_RENAMES = (
 )
 
 
-def _rename(key: str, model_keys: set[str], use_dinov2_names: bool) -> str:
-    """The target's name for a (prefix-stripped) checkpoint key; the key itself when nothing fits better."""
-    if key in model_keys or not use_dinov2_names:
-        return key
-    renamed = key
+KeyRename = Callable[[str], str]
+
+
+def _dinov2_name(key: str) -> str:
     for pattern, replacement in _DINOV2_RENAMES:
-        renamed = pattern.sub(replacement, renamed)
-    return renamed if renamed in model_keys else key
+        key = pattern.sub(replacement, key)
+    return key
+
+
+def _key_renames(model: nn.Module, use_dinov2_names: bool) -> tuple[KeyRename, ...]:
+    """The renames tried, in order, on a checkpoint key the target lacks (module docstring, step 5)."""
+    renames: list[KeyRename] = [_dinov2_name] if use_dinov2_names else []
+    hook = getattr(model, "rename_checkpoint_key", None)
+    if callable(hook):
+        renames.append(hook)
+    return tuple(renames)
+
+
+def _rename(key: str, model_keys: set[str], renames: tuple[KeyRename, ...]) -> str:
+    """The target's name for a (prefix-stripped) checkpoint key; the key itself when nothing fits better."""
+    if key in model_keys:
+        return key
+    for rename in renames:
+        renamed = rename(key)
+        if renamed in model_keys:
+            return renamed
+    return key
 
 
 def _candidate_targets(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -228,14 +249,14 @@ def _candidate_targets(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return targets
 
 
-def _best_prefix(keys: list[str], model_keys: set[str], use_dinov2_names: bool) -> tuple[int, str]:
+def _best_prefix(keys: list[str], model_keys: set[str], renames: tuple[KeyRename, ...]) -> tuple[int, str]:
     """(number of matching keys, prefix) of the best dotted prefix of `keys` for `model_keys`."""
     scores: dict[str, int] = {"": 0}
     for key in keys:
         parts = key.split(".")
         for i in range(len(parts)):
             prefix = ".".join(parts[:i]) + "." if i else ""
-            if _rename(".".join(parts[i:]), model_keys, use_dinov2_names) in model_keys:
+            if _rename(".".join(parts[i:]), model_keys, renames) in model_keys:
                 scores[prefix] = scores.get(prefix, 0) + 1
     best = max(scores, key=lambda prefix: _prefix_rank(scores[prefix], prefix))
     return scores[best], best
@@ -246,11 +267,11 @@ def _prefix_rank(score: int, prefix: str) -> tuple[int, bool, int]:
     return score, "teacher" in prefix.split("."), -len(prefix)
 
 
-def _choose_target(model: nn.Module, keys: list[str], use_dinov2_names: bool) -> tuple[str, nn.Module, str]:
+def _choose_target(model: nn.Module, keys: list[str], renames: tuple[KeyRename, ...]) -> tuple[str, nn.Module, str]:
     """(target name, target module, prefix to strip) that matches the checkpoint keys best."""
     ranked = []
     for order, (name, module) in enumerate(_candidate_targets(model)):
-        score, prefix = _best_prefix(keys, set(module.state_dict()), use_dinov2_names)
+        score, prefix = _best_prefix(keys, set(module.state_dict()), renames)
         ranked.append(((*_prefix_rank(score, prefix), -order), name, module, prefix))
     _, name, module, prefix = max(ranked, key=lambda entry: entry[0])
     return name, module, prefix
@@ -356,7 +377,8 @@ def load_backbone_checkpoint(
         state = _remap_prefixes(state, prefix_remap)
 
     keys = list(state)
-    target_name, target, prefix = _choose_target(model, keys, rules.use_dinov2_names)
+    renames = _key_renames(model, rules.use_dinov2_names)
+    target_name, target, prefix = _choose_target(model, keys, renames)
     own_shapes = {key: value.shape for key, value in target.state_dict().items()}
     own_keys = set(own_shapes)
     report = LoadReport(source=str(path), layout=layout, target=target_name, container=container, prefix=prefix)
@@ -365,7 +387,7 @@ def load_backbone_checkpoint(
         if not key.startswith(prefix):
             report.ignored.append(key)
             continue
-        name = _rename(key[len(prefix) :], own_keys, rules.use_dinov2_names)
+        name = _rename(key[len(prefix) :], own_keys, renames)
         if name in own_shapes and name not in matched:
             matched[name] = state[key]
         elif name.startswith(rules.ignore_prefixes):

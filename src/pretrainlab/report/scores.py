@@ -6,6 +6,7 @@ A run is any folder holding `summary.json` and/or `eval/*.json`; it is read thro
 `run_dir.RunDir`. Values come from
 
     summary.json               knn_top1, linear_top1: {pretrained, random_init}, num_params, wall_time_s
+    <phase>/result.json        mean_target_miou of the latest `source` / `adapt` phase (online adaptation, W2)
     eval/knn.json              {pretrained | random_init: {top1}}    (evaluations by hand)
     eval/linear.json           {pretrained | random_init: {top1}}
     <phase folder>/result.json knn_top1, linear_top1 of the finished phases (a study without summary.json),
@@ -53,6 +54,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("mIoU", "mIoU"),
     Column("mAcc", "mAcc"),
     Column("mIoU_random_init", "mIoU random init"),
+    Column("mean_target_miou", "mean target mIoU"),
     Column("aAcc", "aAcc"),
     Column("num_params", "params", "count"),
     Column("wall_time_s", "wall time", "seconds"),
@@ -117,6 +119,8 @@ def read_run_scores(run_dir: Path, name: str | None = None) -> ScoreRow:
     for phase in phases:  # an unfinished study: what its finished phases hold
         for key in ("knn_top1", "linear_top1"):
             _pair(values, key, phase.get(key))
+        if isinstance(phase.get("mean_target_miou"), (int, float)):  # online adaptation (W2), the latest
+            values["mean_target_miou"] = float(phase["mean_target_miou"])
     seg: dict[str, dict[str, Any]] = {}
     for folder in [run.path / p["dir"] for p in phases if p["kind"] == "seg"] or [run.eval_dir]:
         seg.update(read_seg_summaries(folder))  # W4: random_init at epoch 0 only, pretrained at every later epoch

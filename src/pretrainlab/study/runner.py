@@ -69,7 +69,7 @@ def study_summary(config: Config, run: RunDir, context: StudyContext, wall_time_
         "method": config.method.name,
         "backbone": config.backbone.describe(),
         "epochs": context.epoch,
-        "num_params": encoder_num_params(context.methods()["pretrained"]),
+        "num_params": encoder_num_params(context.method("pretrained")) if run.checkpoint.is_file() else None,
         "phases": phases,
     }
     for result in phases:

@@ -38,6 +38,7 @@ class Backbone(nn.Module, abc.ABC):
         in_chans: number of input channels (1, 3 or 4).
         final_map_index: index into `maps` of the map a neck reads (default -1, the last one;
             SEBNet: its 1/64 context map).
+        decoder_width: embedding dim of the SegFormer decoder that goes with this backbone (MiT), else None.
     """
 
     embed_dim: int
@@ -46,6 +47,7 @@ class Backbone(nn.Module, abc.ABC):
     patch_size: int | None
     in_chans: int
     final_map_index: int = -1
+    decoder_width: int | None = None
 
     @abc.abstractmethod
     def forward(self, images: Tensor) -> Features:  # images (B, C, H, W)

@@ -61,7 +61,17 @@ SEG_HEADS: Registry[SegHeadConfig] = Registry("segmentation head", SegHeadConfig
 
 
 def build_seg_head(
-    config: SegHeadConfig, out_channels: Sequence[int], strides: Sequence[int], num_classes: int
+    config: SegHeadConfig,
+    out_channels: Sequence[int],
+    strides: Sequence[int],
+    num_classes: int,
+    *,
+    decoder_width: int | None = None,
 ) -> SegHead:
-    """The head `config.name` names, for a backbone with these maps, predicting `num_classes`."""
-    return SEG_HEADS.build(config, out_channels, strides, num_classes)
+    """The head `config.name` names, for a backbone with these maps, predicting `num_classes`.
+
+    `decoder_width` is the backbone's preferred decoder width (`Backbone.decoder_width`, e.g.
+    MiT's), used by heads whose config leaves their width unset; None = the head's default.
+    Every registered builder takes it as a keyword (most ignore it).
+    """
+    return SEG_HEADS.build(config, out_channels, strides, num_classes, decoder_width=decoder_width)

@@ -53,5 +53,12 @@ class SegLinearHeadConfig(SegHeadConfig):
 
 
 @SEG_HEADS.register(SegLinearHeadConfig)
-def build_seg_linear(config: SegLinearHeadConfig, channels: Sequence[int], strides: Sequence[int], num_classes: int) -> SegLinearHead:
+def build_seg_linear(
+    config: SegLinearHeadConfig,
+    channels: Sequence[int],
+    strides: Sequence[int],
+    num_classes: int,
+    *,
+    decoder_width: int | None = None,  # unused: the width comes from the config
+) -> SegLinearHead:
     return SegLinearHead(channels, strides, num_classes, num_maps=config.num_maps, dropout=config.dropout)

@@ -92,7 +92,14 @@ class SegmenterHeadConfig(SegHeadConfig):
 
 
 @SEG_HEADS.register(SegmenterHeadConfig)
-def build_segmenter(config: SegmenterHeadConfig, channels: Sequence[int], strides: Sequence[int], num_classes: int) -> SegmenterHead:
+def build_segmenter(
+    config: SegmenterHeadConfig,
+    channels: Sequence[int],
+    strides: Sequence[int],
+    num_classes: int,
+    *,
+    decoder_width: int | None = None,  # unused: the width comes from the config
+) -> SegmenterHead:
     embed_dim = config.embed_dim or channels[-1]
     num_heads = config.num_heads or max(1, embed_dim // 64)
     options = config.model_dump(exclude={"name", "embed_dim", "num_heads"})

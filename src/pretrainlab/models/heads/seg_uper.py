@@ -73,5 +73,12 @@ class UperHeadConfig(SegHeadConfig):
 
 
 @SEG_HEADS.register(UperHeadConfig)
-def build_uper(config: UperHeadConfig, channels: Sequence[int], strides: Sequence[int], num_classes: int) -> UperHead:
+def build_uper(
+    config: UperHeadConfig,
+    channels: Sequence[int],
+    strides: Sequence[int],
+    num_classes: int,
+    *,
+    decoder_width: int | None = None,  # unused: the width comes from the config
+) -> UperHead:
     return UperHead(channels, strides, num_classes, channels=config.channels, pool_scales=config.pool_scales, dropout=config.dropout)

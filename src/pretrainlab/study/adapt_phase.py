@@ -1,0 +1,172 @@
+"""Phases `source` and `adapt` of online adaptation (W2; the data flow is in `study/online.py`).
+
+`source`: the starting model (trained on the labelled source set with `eval.seg`'s recipe, or
+`online.source_checkpoint`), saved to `adapt/source.pt`, and its mIoU on every domain: the
+table's `before` row. `adapt` (one per entry `step` of `online.sequence`): train on that domain
+(DACS, or nothing for `source_only`), then the mIoU on every domain: one row. Each result
+carries the table so far's summary (mean target mIoU, final mIoU per domain, forgetting); the
+table is rewritten after every phase as `eval/domains.csv`, `eval/domains.md` and
+`plots/domains.png`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+from pydantic import Field
+
+from pretrainlab.study.phase import PHASES, PhaseConfig, StudyContext
+
+if TYPE_CHECKING:
+    from pretrainlab.config.schema import Config
+    from pretrainlab.data.formats.segmentation_datasets import SegmentationLayout
+    from pretrainlab.eval.segmentation_model import Segmentor
+    from pretrainlab.run_dir import Phase, RunDir
+
+SUMMARY_KEYS = ("mean_target_miou", "final_miou", "forgetting")
+
+
+class SourcePhaseConfig(PhaseConfig):
+    """The model online adaptation starts from, and its mIoU on every domain."""
+
+    name: Literal["source"]
+    trains: ClassVar[bool] = True
+    summary_keys: ClassVar[tuple[str, ...]] = SUMMARY_KEYS
+
+    def check(self, config: Config, key: str) -> None:
+        if config.online is None:
+            raise ValueError(f"{key}: phase source needs the `online` section")
+        if config.online.source_checkpoint is None and config.eval.seg.mode != "full":
+            raise ValueError(f"{key}: the source model trains every parameter: set eval.seg.mode: full")
+
+    def folder(self, config: Config, index: int, checkpoint_epoch: Callable[[], int]) -> str:
+        return f"adapt/{index:02d}_source"
+
+
+class AdaptPhaseConfig(PhaseConfig):
+    """Adapt to domain `online.sequence[step]`, then score every domain."""
+
+    name: Literal["adapt"]
+    trains: ClassVar[bool] = True
+    summary_keys: ClassVar[tuple[str, ...]] = SUMMARY_KEYS
+    step: int = Field(ge=0, description="index into online.sequence")
+
+    def check(self, config: Config, key: str) -> None:
+        if config.online is None:
+            raise ValueError(f"{key}: phase adapt needs the `online` section")
+        if self.step >= len(config.online.sequence):
+            raise ValueError(f"{key}.step={self.step}: online.sequence has {len(config.online.sequence)} domains")
+
+    def folder(self, config: Config, index: int, checkpoint_epoch: Callable[[], int]) -> str:
+        from pretrainlab.study.online import domain_label
+
+        return f"adapt/{index:02d}_step{self.step + 1}_{domain_label(config.online.sequence[self.step])}"
+
+
+def source_path(run: RunDir):  # noqa: ANN201
+    return run.path / "adapt" / "source.pt"
+
+
+def build_source_segmentor(config: Config, num_classes: int) -> Segmentor:
+    from pretrainlab.eval.segmentation import build_segmentor
+    from pretrainlab.models.backbones.base import build_backbone
+
+    return build_segmentor(build_backbone(config.backbone, config.in_chans), config, num_classes)
+
+
+@PHASES.register(SourcePhaseConfig)
+def run_source_phase(phase: SourcePhaseConfig, place: Phase, context: StudyContext) -> dict[str, Any]:
+    from pretrainlab.eval.segmentation import finetune_segmentation
+    from pretrainlab.eval.segmentation_data import build_seg_datasets, segmentation_root
+    from pretrainlab.run_dir import save_checkpoint
+    from pretrainlab.study.online import ensure_domains, load_state
+
+    started = time.perf_counter()
+    config = context.config
+    source_train, _ = build_seg_datasets(config)
+    ensure_domains(config, segmentation_root(config))  # a missing domain is named before any training
+    if config.online.source_checkpoint is not None:
+        segmentor = build_source_segmentor(config, source_train.num_classes)
+        load_state(segmentor, config.online.source_checkpoint)
+    else:
+        from pretrainlab.models.backbones.base import build_backbone
+
+        backbone = build_backbone(config.backbone, config.in_chans)
+        segmentor, _ = finetune_segmentation(backbone, config, source_train, place.dir, "source")
+    save_checkpoint({"segmentor": segmentor.state_dict()}, source_path(context.run))
+    row = {"label": "before", "trained_on": None, "miou": evaluate_domains(config, segmentor, source_train.layout)}
+    return {**row, **table_summary(context.run, config, row), "seconds": time.perf_counter() - started}
+
+
+@PHASES.register(AdaptPhaseConfig)
+def run_adapt_phase(phase: AdaptPhaseConfig, place: Phase, context: StudyContext) -> dict[str, Any]:
+    from pretrainlab.engine.optim import OptimConfig
+    from pretrainlab.engine.trainer import fit
+    from pretrainlab.eval.segmentation import train_collate
+    from pretrainlab.eval.segmentation_data import build_seg_datasets, mean_std_255, train_pipeline
+    from pretrainlab.methods.dacs import build_dacs
+    from pretrainlab.study.online import (
+        DomainLog,
+        constant_schedules,
+        domain_dataset,
+        domain_label,
+        load_state,
+        paired_train_data,
+    )
+
+    started = time.perf_counter()
+    config, online = context.config, context.config.online
+    domain = online.sequence[phase.step]
+    source_train, _ = build_seg_datasets(config)
+    segmentor = build_source_segmentor(config, source_train.num_classes)
+    load_state(segmentor, source_path(context.run))
+    if online.adaptation == "dacs":
+        mean, std = mean_std_255(config)
+        method = build_dacs(segmentor, online.dacs, seed=config.seed, mean=mean, std=std)
+        target = domain_dataset(config, source_train.layout, domain, "train", train_pipeline(config))
+        data = paired_train_data(config, source_train, target, train_collate(config))
+        optim = OptimConfig(name="adamw", lr=online.lr, min_lr=online.lr, warmup_epochs=0.0,
+                            weight_decay=online.weight_decay, weight_decay_end=online.weight_decay, clip_grad=None,
+                            scale_lr_with_batch=False, lr_multipliers={"student.head": online.head_lr_multiplier})  # fmt: skip
+        adapt_dir = context.run.path / "adapt"
+        fit(method, data, optim=optim, make_schedules=constant_schedules(config), engine=config.engine,
+            max_epochs=phase.step + 1, metrics_path=adapt_dir / "metrics.jsonl", logs_dir=adapt_dir / "logs",
+            checkpoint=adapt_dir / "checkpoints" / "last.ckpt",
+            callbacks=[DomainLog(adapt_dir / "metrics.jsonl", domain_label(domain))])  # fmt: skip
+        segmentor = method.segmentor()
+    label = domain_label(domain)
+    row = {"label": f"{phase.step + 1}: {label}", "trained_on": label,
+           "miou": evaluate_domains(config, segmentor, source_train.layout)}  # fmt: skip
+    return {**row, **table_summary(context.run, config, row), "seconds": time.perf_counter() - started}
+
+
+def evaluate_domains(config: Config, segmentor: Segmentor, layout: SegmentationLayout) -> dict[str, float]:
+    """mIoU of `segmentor` on the validation split of every distinct domain, loading one dataset at a time."""
+    from pretrainlab.eval.segmentation import evaluate_segmentor
+    from pretrainlab.eval.segmentation_data import val_pipeline
+    from pretrainlab.study.online import domain_dataset, domain_label
+
+    scores = {}
+    for domain in config.online.domains:
+        dataset = domain_dataset(config, layout, domain, "val", val_pipeline(config))
+        metric, _ = evaluate_segmentor(segmentor, dataset, config)
+        scores[domain_label(domain)] = float(metric.summary()["mIoU"])
+        del dataset
+    return scores
+
+
+def table_summary(run: RunDir, config: Config, row: dict[str, Any]) -> dict[str, Any]:
+    """The domains × steps table of the finished phases plus `row`: written to eval/ and plots/, summarised."""
+    from pretrainlab.report.domain_table import DomainRow, DomainTable
+    from pretrainlab.study.online import domain_label
+
+    rows = [r for r in run.phase_results() if r["kind"] in ("source", "adapt") and r["label"] != row["label"]]
+    table = DomainTable([domain_label(d) for d in config.online.domains],
+                        [DomainRow(r["label"], r["trained_on"], r["miou"]) for r in [*rows, row]])  # fmt: skip
+    (run.eval_dir).mkdir(parents=True, exist_ok=True)
+    (run.eval_dir / "domains.csv").write_text(table.csv())
+    (run.eval_dir / "domains.md").write_text(table.markdown())
+    table.plot(run.plots / "domains.png", f"{config.name}: mIoU per domain after each step")
+    return table.summary()

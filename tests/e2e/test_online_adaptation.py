@@ -1,0 +1,75 @@
+"""W2's online runner (configs/w2_uda/rain_sequence.yaml) on the tiny synthetic scenes: the domains × steps
+table, the per-step domain log, the summary; a missing domain is named before training; a bad label file
+is named."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from conftest import REPO_ROOT, TINY_SYNTHETIC, _yaml_inline
+
+from pretrainlab.config import load_config
+from pretrainlab.study.runner import run_study
+
+CONFIG = REPO_ROOT / "configs" / "w2_uda" / "rain_sequence.yaml"
+
+
+def overrides(data_root: Path, output_root: Path, **extra: object) -> list[str]:
+    values = {
+        "data.root": str(data_root), "data.synthetic": TINY_SYNTHETIC, "output_root": str(output_root),
+        "engine.precision": "32", "engine.progress_bar": False, "eval.seg.iterations": 4,
+        "eval.seg.warmup_iters": 0, "eval.seg.batch_size": 2, "eval.seg.eval_batch_size": 2,
+        "online.sequence": ["clear", "25", "200"], "online.steps_per_domain": 2, "online.batch_size": 2,
+        "online.replay": {"buffer": 4, "mode": "rare_class", "min_pixels": 10}, **extra,
+    }  # fmt: skip
+    return [f"{key}={_yaml_inline(value)}" for key, value in values.items()]
+
+
+@pytest.mark.slow
+def test_the_rain_sequence_writes_the_domain_table_and_logs_each_steps_domain(
+    tiny_synthetic: Path, tmp_path: Path
+) -> None:
+    config = load_config(CONFIG, overrides(tiny_synthetic, tmp_path, **{"online.domains_root": str(tmp_path / "rain")}))
+    assert [p.name for p in config.study.phases] == ["source", "adapt", "adapt", "adapt"]
+    summary = run_study(config)
+    run = config.run_dir
+    lines = (run / "eval" / "domains.csv").read_text().splitlines()
+    assert lines[0] == "step,clear,25mm,200mm" and [line.split(",")[0] for line in lines[1:]] == [
+        "before", "1: clear", "2: 25mm", "3: 200mm"]  # fmt: skip
+    assert (run / "plots" / "domains.png").is_file()
+    assert set(summary["final_miou"]) == {"clear", "25mm", "200mm"} and summary["mean_target_miou"] >= 0
+    assert all(value >= 0 for value in summary["forgetting"].values())
+    metrics = [json.loads(line) for line in (run / "adapt" / "metrics.jsonl").read_text().splitlines()]
+    domains = [m["domain"] for m in metrics if "domain" in m]
+    assert domains == ["clear", "clear", "25mm", "25mm", "200mm", "200mm"]
+    assert [m["step"] for m in metrics if "domain" in m] == list(range(6))
+
+
+@pytest.mark.slow
+def test_a_missing_domain_is_named_before_any_training(tiny_synthetic: Path, tmp_path: Path) -> None:
+    empty = tmp_path / "no_rain"
+    (empty / "leftImg8bit" / "train" / "clear").mkdir(parents=True)
+    config = load_config(CONFIG, overrides(tiny_synthetic, tmp_path, **{
+        "online.domains_root": str(empty), "online.render_rain": False}))  # fmt: skip
+    with pytest.raises(FileNotFoundError, match=r"no images for domain\(s\) clear \(train\), clear \(val\), 25mm"):
+        run_study(config)
+    assert not (config.run_dir / "adapt" / "source.pt").exists()
+
+
+@pytest.mark.slow
+def test_a_label_outside_the_classes_is_named(tiny_synthetic: Path, tmp_path: Path) -> None:
+    source = tmp_path / "source"
+    shutil.copytree(tiny_synthetic / "segmentation", source)
+    bad = sorted((source / "annotations" / "validation").glob("*.png"))[0]
+    label = cv2.imread(str(bad), cv2.IMREAD_UNCHANGED)
+    label[0, 0] = 200  # the scenes have 3 + 8 classes
+    cv2.imwrite(str(bad), label.astype(np.uint8))
+    config = load_config(CONFIG, overrides(tiny_synthetic, tmp_path, **{
+        "eval.seg.root": str(source), "online.domains_root": str(tmp_path / "rain"), "online.sequence": ["clear", "25"]}))  # fmt: skip
+    with pytest.raises(ValueError, match=f"{bad.stem}_gtFine_labelTrainIds.png: label values \\[199\\]"):
+        run_study(config)
