@@ -70,9 +70,13 @@ def source_path(run: RunDir):  # noqa: ANN201
 
 
 def build_source_segmentor(config: Config, num_classes: int) -> Segmentor:
+    """Backbone (initialised with the seed `config.seed`, whatever ran before) and `eval.seg.head`."""
+    import torch
+
     from pretrainlab.eval.segmentation import build_segmentor
     from pretrainlab.models.backbones.base import build_backbone
 
+    torch.manual_seed(config.seed)
     return build_segmentor(build_backbone(config.backbone, config.in_chans), config, num_classes)
 
 
@@ -91,10 +95,8 @@ def run_source_phase(phase: SourcePhaseConfig, place: Phase, context: StudyConte
         segmentor = build_source_segmentor(config, source_train.num_classes)
         load_state(segmentor, config.online.source_checkpoint)
     else:
-        from pretrainlab.models.backbones.base import build_backbone
-
-        backbone = build_backbone(config.backbone, config.in_chans)
-        segmentor, _ = finetune_segmentation(backbone, config, source_train, place.dir, "source")
+        start = build_source_segmentor(config, source_train.num_classes)
+        segmentor, _ = finetune_segmentation(start.backbone, config, source_train, place.dir, "source")
     save_checkpoint({"segmentor": segmentor.state_dict()}, source_path(context.run))
     row = {"label": "before", "trained_on": None, "miou": evaluate_domains(config, segmentor, source_train.layout)}
     return {**row, **table_summary(context.run, config, row), "seconds": time.perf_counter() - started}

@@ -80,6 +80,15 @@ class OnlineConfig(Strict):
     head_lr_multiplier: float = Field(10.0, gt=0.0)
     weight_decay: float = Field(0.01, ge=0.0)
 
+    @field_validator("sequence", mode="before")
+    @classmethod
+    def _rates_as_names(cls, sequence: object) -> object:
+        """Rates may be written as numbers (`[clear, 25, 50]`): 25 -> "25", 12.5 -> "12.5"."""
+        if not isinstance(sequence, list):
+            return sequence
+        return [f"{entry:g}" if isinstance(entry, (int, float)) and not isinstance(entry, bool) else entry
+                for entry in sequence]  # fmt: skip
+
     @field_validator("sequence")
     @classmethod
     def _domain_names(cls, sequence: list[str]) -> list[str]:
