@@ -1,4 +1,4 @@
-"""`pretrainlab` command line: data synth | pretrain | evaluate knn|linear|seg | study | sweep | export | report | analyze params.
+"""`pretrainlab` command line: data synth|rain | pretrain | evaluate knn|linear|seg | study | sweep | export | report | analyze params.
 
 Config errors print one line per problem (file, dotted key, what was expected) and
 exit with status 2, before any data is read.
@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
 
-    data = verbs.add_parser("data", help="datasets: generate the synthetic one")
+    data = verbs.add_parser("data", help="datasets: generate the synthetic one, render rain domains")
     data_verbs = data.add_subparsers(dest="data_verb", required=True, metavar="ACTION")
     synth = data_verbs.add_parser("synth", help="write the procedural dataset in real on-disk layouts")
     synth.add_argument("--out", type=Path, default=Path("data/synthetic"), help="output folder")
