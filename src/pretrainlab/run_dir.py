@@ -160,6 +160,11 @@ class RunDir:
         return self.path / "pretrain"
 
     @property
+    def adapt_dir(self) -> Path:
+        """Online adaptation (W2): source.pt, checkpoints/last.ckpt, metrics.jsonl, logs/, one folder per phase."""
+        return self.path / "adapt"
+
+    @property
     def metrics(self) -> Path:
         return self.pretrain_dir / "metrics.jsonl"
 
@@ -218,7 +223,7 @@ class RunDir:
     def phase_results(self) -> list[dict[str, Any]]:
         """Results of every finished phase, in phase order."""
         paths = [*self.pretrain_dir.glob(f"*/{RESULT}"), *self.eval_dir.glob(f"epoch_*/*/{RESULT}"),
-                 *(self.path / "adapt").glob(f"*/{RESULT}")]  # fmt: skip
+                 *self.adapt_dir.glob(f"*/{RESULT}")]  # fmt: skip
         return sorted((read_json(path) for path in paths), key=lambda result: result["phase"])
 
     def last_phase_dir(self, kind: str) -> Path | None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field
@@ -65,8 +66,8 @@ class AdaptPhaseConfig(PhaseConfig):
         return f"adapt/{index:02d}_step{self.step + 1}_{domain_label(config.online.sequence[self.step])}"
 
 
-def source_path(run: RunDir):  # noqa: ANN201
-    return run.path / "adapt" / "source.pt"
+def source_path(run: RunDir) -> Path:
+    return run.adapt_dir / "source.pt"
 
 
 def build_source_segmentor(config: Config, num_classes: int) -> Segmentor:
@@ -132,7 +133,7 @@ def run_adapt_phase(phase: AdaptPhaseConfig, place: Phase, context: StudyContext
         optim = OptimConfig(name="adamw", lr=online.lr, min_lr=online.lr, warmup_epochs=0.0,
                             weight_decay=online.weight_decay, weight_decay_end=online.weight_decay, clip_grad=None,
                             scale_lr_with_batch=False, lr_multipliers={"student.head": online.head_lr_multiplier})  # fmt: skip
-        adapt_dir = context.run.path / "adapt"
+        adapt_dir = context.run.adapt_dir
         fit(method, data, optim=optim, make_schedules=constant_schedules(config), engine=config.engine,
             max_epochs=phase.step + 1, metrics_path=adapt_dir / "metrics.jsonl", logs_dir=adapt_dir / "logs",
             checkpoint=adapt_dir / "checkpoints" / "last.ckpt",
@@ -161,12 +162,15 @@ def evaluate_domains(config: Config, segmentor: Segmentor, layout: SegmentationL
 
 def table_summary(run: RunDir, config: Config, row: dict[str, Any]) -> dict[str, Any]:
     """The domains × steps table of the finished phases plus `row`: written to eval/ and plots/, summarised."""
+    from pretrainlab.distributed import is_rank_zero
     from pretrainlab.report.domain_table import DomainRow, DomainTable
     from pretrainlab.study.online import domain_label
 
     rows = [r for r in run.phase_results() if r["kind"] in ("source", "adapt") and r["label"] != row["label"]]
     table = DomainTable([domain_label(d) for d in config.online.domains],
                         [DomainRow(r["label"], r["trained_on"], r["miou"]) for r in [*rows, row]])  # fmt: skip
+    if not is_rank_zero():  # the other processes of a multi-process run only train
+        return table.summary()
     (run.eval_dir).mkdir(parents=True, exist_ok=True)
     (run.eval_dir / "domains.csv").write_text(table.csv())
     (run.eval_dir / "domains.md").write_text(table.markdown())
