@@ -73,3 +73,27 @@ def test_a_label_outside_the_classes_is_named(tiny_synthetic: Path, tmp_path: Pa
         "eval.seg.root": str(source), "online.domains_root": str(tmp_path / "rain"), "online.sequence": ["clear", "25"]}))  # fmt: skip
     with pytest.raises(ValueError, match=f"{bad.stem}_gtFine_labelTrainIds.png: label values \\[199\\]"):
         run_study(config)
+
+
+@pytest.mark.slow
+def test_runs_with_the_same_source_recipe_share_one_source_model(tiny_synthetic: Path, tmp_path: Path) -> None:
+    shared = {"online.domains_root": str(tmp_path / "rain"), "online.source_cache": "source_models",
+              "online.sequence": ["clear", "25"]}  # fmt: skip
+    dacs = load_config(CONFIG, overrides(tiny_synthetic, tmp_path, name="dacs", **shared))
+    source_only = load_config(CONFIG, overrides(tiny_synthetic, tmp_path, name="source_only", **{
+        **shared, "online.adaptation": "source_only"}))  # fmt: skip
+    dacs_summary, source_only_summary = run_study(dacs), run_study(source_only)
+    stored = next((tmp_path / "source_models").iterdir()) / "source.pt"
+    assert dacs_summary["phases"][0]["source_model"] == "trained"
+    assert source_only_summary["phases"][0]["source_model"] == str(stored)
+    assert (source_only.run_dir / "adapt" / "00_source" / "metrics_source.jsonl").exists() is False
+    assert (source_only.run_dir / "adapt" / "source.pt").read_bytes() == (dacs.run_dir / "adapt" / "source.pt").read_bytes()
+    assert source_only_summary["phases"][0]["miou"] == dacs_summary["phases"][0]["miou"]
+    # source_only trains nothing: every row repeats the source model's scores
+    assert [r["miou"] for r in source_only_summary["phases"][1:]] == [dacs_summary["phases"][0]["miou"]] * 2
+    assert not (source_only.run_dir / "adapt" / "metrics.jsonl").exists()
+    assert (dacs_summary["method"], source_only_summary["method"]) == ("dacs", "source_only")
+    longer = load_config(CONFIG, overrides(tiny_synthetic, tmp_path, name="longer", **{
+        **shared, "eval.seg.iterations": 5}))  # fmt: skip
+    assert run_study(longer)["phases"][0]["source_model"] == "trained"
+    assert len(list((tmp_path / "source_models").iterdir())) == 2

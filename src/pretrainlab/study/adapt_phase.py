@@ -1,9 +1,10 @@
 """Phases `source` and `adapt` of online adaptation (W2; the data flow is in `study/online.py`).
 
-`source`: the starting model (trained on the labelled source set with `eval.seg`'s recipe, or
-`online.source_checkpoint`), saved to `adapt/source.pt`, and its mIoU on every domain: the
-table's `before` row. `adapt` (one per entry `step` of `online.sequence`): train on that domain
-(DACS, or nothing for `source_only`), then the mIoU on every domain: one row. Each result
+`source`: the starting model (trained on the labelled source set with `eval.seg`'s recipe, taken
+from `online.source_checkpoint`, or from the store of `online.source_cache`), saved to
+`adapt/source.pt`, and its mIoU on every domain: the table's `before` row. `adapt` (one per entry
+`step` of `online.sequence`): train on that domain with DACS, then the mIoU on every domain: one
+row; `source_only` trains nothing, so its rows repeat the `before` scores (not re-evaluated). Each result
 carries the table so far's summary (mean target mIoU, final mIoU per domain, forgetting); the
 table is rewritten after every phase as `eval/domains.csv`, `eval/domains.md` and
 `plots/domains.png`.
@@ -83,24 +84,39 @@ def build_source_segmentor(config: Config, num_classes: int) -> Segmentor:
 
 @PHASES.register(SourcePhaseConfig)
 def run_source_phase(phase: SourcePhaseConfig, place: Phase, context: StudyContext) -> dict[str, Any]:
+    from pretrainlab.distributed import is_rank_zero
     from pretrainlab.eval.segmentation import finetune_segmentation
     from pretrainlab.eval.segmentation_data import build_seg_datasets, segmentation_root
     from pretrainlab.run_dir import save_checkpoint
     from pretrainlab.study.online import ensure_domains, load_state
+    from pretrainlab.study.source_models import store_source, stored_source_dir, take_stored_source
 
     started = time.perf_counter()
-    config = context.config
+    config, run_file = context.config, source_path(context.run)
     source_train, _ = build_seg_datasets(config)
     ensure_domains(config, segmentation_root(config))  # a missing domain is named before any training
+    stored = stored_source_dir(config)
+    segmentor = build_source_segmentor(config, source_train.num_classes)
     if config.online.source_checkpoint is not None:
-        segmentor = build_source_segmentor(config, source_train.num_classes)
+        origin = str(config.online.source_checkpoint)
         load_state(segmentor, config.online.source_checkpoint)
+        if is_rank_zero():
+            save_checkpoint({"segmentor": segmentor.state_dict()}, run_file)
+    elif stored is not None and (stored / "source.pt").is_file():
+        origin = str(stored / "source.pt")
+        load_state(segmentor, stored / "source.pt")
+        if is_rank_zero():
+            take_stored_source(stored, run_file)
     else:
-        start = build_source_segmentor(config, source_train.num_classes)
-        segmentor, _ = finetune_segmentation(start.backbone, config, source_train, place.dir, "source")
-    save_checkpoint({"segmentor": segmentor.state_dict()}, source_path(context.run))
+        origin = "trained"
+        segmentor, _ = finetune_segmentation(segmentor.backbone, config, source_train, place.dir, "source")
+        if is_rank_zero():
+            save_checkpoint({"segmentor": segmentor.state_dict()}, run_file)
+            if stored is not None:
+                store_source(stored, run_file, config)
     row = {"label": "before", "trained_on": None, "miou": evaluate_domains(config, segmentor, source_train.layout)}
-    return {**row, **table_summary(context.run, config, row), "seconds": time.perf_counter() - started}
+    return {**row, **table_summary(context.run, config, row), "source_model": origin,
+            "seconds": time.perf_counter() - started}  # fmt: skip
 
 
 @PHASES.register(AdaptPhaseConfig)
@@ -122,10 +138,12 @@ def run_adapt_phase(phase: AdaptPhaseConfig, place: Phase, context: StudyContext
     started = time.perf_counter()
     config, online = context.config, context.config.online
     domain = online.sequence[phase.step]
-    source_train, _ = build_seg_datasets(config)
-    segmentor = build_source_segmentor(config, source_train.num_classes)
-    load_state(segmentor, source_path(context.run))
-    if online.adaptation == "dacs":
+    if online.adaptation == "source_only":  # the model stays the source model: its scores are the source phase's
+        scores = next(r["miou"] for r in context.run.phase_results() if r["kind"] == "source")
+    else:
+        source_train, _ = build_seg_datasets(config)
+        segmentor = build_source_segmentor(config, source_train.num_classes)
+        load_state(segmentor, source_path(context.run))
         mean, std = mean_std_255(config)
         method = build_dacs(segmentor, online.dacs, seed=config.seed, mean=mean, std=std)
         target = domain_dataset(config, source_train.layout, domain, "train", train_pipeline(config))
@@ -138,10 +156,9 @@ def run_adapt_phase(phase: AdaptPhaseConfig, place: Phase, context: StudyContext
             max_epochs=phase.step + 1, metrics_path=adapt_dir / "metrics.jsonl", logs_dir=adapt_dir / "logs",
             checkpoint=adapt_dir / "checkpoints" / "last.ckpt",
             callbacks=[DomainLog(adapt_dir / "metrics.jsonl", domain_label(domain))])  # fmt: skip
-        segmentor = method.segmentor()
+        scores = evaluate_domains(config, method.segmentor(), source_train.layout)
     label = domain_label(domain)
-    row = {"label": f"{phase.step + 1}: {label}", "trained_on": label,
-           "miou": evaluate_domains(config, segmentor, source_train.layout)}  # fmt: skip
+    row = {"label": f"{phase.step + 1}: {label}", "trained_on": label, "miou": scores}
     return {**row, **table_summary(context.run, config, row), "seconds": time.perf_counter() - started}
 
 

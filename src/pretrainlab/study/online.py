@@ -1,7 +1,8 @@
 """Online domain adaptation across a weather sequence (W2): the whole data flow, in one place.
 
     source model  -- `source` phase: `eval.seg`'s recipe, every parameter training, on the labelled
-                     source set (`<data.root>/segmentation`), or `online.source_checkpoint`
+                     source set (`<data.root>/segmentation`), or `online.source_checkpoint`, or the
+                     model a run with the same source recipe stored in `online.source_cache`
     for each domain d_k of `online.sequence` (an `adapt` phase each):
         target batches   the training images of d_k (their labels only for `gt_mix` and logging),
                          a fresh order per domain step
@@ -76,6 +77,9 @@ class OnlineConfig(Strict):
     replay: ReplayConfig = Field(default_factory=ReplayConfig)
     source_checkpoint: Path | None = Field(None, description="a segmentor state dict to start from; null = the "
                                            "`source` phase trains it")  # fmt: skip
+    source_cache: Path | None = Field(None, description="folder (relative = under output_root) of source models "
+                                      "shared by runs with the same source recipe (`study/source_models.py`); "
+                                      "null = every run trains its own")  # fmt: skip
     lr: float = Field(6e-5, gt=0.0, description="AdamW lr (DAFormer), constant over the online run")
     head_lr_multiplier: float = Field(10.0, gt=0.0)
     weight_decay: float = Field(0.01, ge=0.0)
@@ -96,6 +100,13 @@ class OnlineConfig(Strict):
             if name != CLEAR and not _is_rate(name):
                 raise ValueError(f"domain {name!r} is neither 'clear' nor a rain rate in mm/h (e.g. 25)")
         return sequence
+
+    def describe(self) -> str:
+        """The adaptation method as the run's summary names it: `source_only`, `dacs`, `dacs (gt_mix)`, ..."""
+        options = [name for name in ("target_only", "gt_mix") if getattr(self.dacs, name)]
+        if self.adaptation == "source_only" or not options:
+            return self.adaptation
+        return f"{self.adaptation} ({', '.join(options)})"
 
     @property
     def domains(self) -> list[str]:

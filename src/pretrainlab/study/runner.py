@@ -66,7 +66,7 @@ def study_summary(config: Config, run: RunDir, context: StudyContext, wall_time_
     phases earlier ones finished."""
     phases = run.phase_results()
     summary: dict[str, Any] = {
-        "method": config.method.name,
+        "method": config.online.describe() if config.online is not None else config.method.name,
         "backbone": config.backbone.describe(),
         "epochs": context.epoch,
         "num_params": encoder_num_params(context.method("pretrained")) if run.checkpoint.is_file() else None,
