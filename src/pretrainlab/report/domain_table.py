@@ -71,22 +71,31 @@ class DomainTable:
         return "\n".join(lines) + "\n"
 
     def plot(self, path: Path, title: str) -> None:
-        """Heatmap of `matrix()`: rows = steps, columns = domains, each cell annotated; the trained-on cell boxed."""
+        """Two heatmaps, rows = steps, columns = domains, each cell annotated and the trained-on cell boxed:
+        the mIoU (`matrix()`), and its change from the `before` row (adaptation > 0, forgetting < 0)."""
         values = self.matrix()
-        fig, ax = plt.subplots(figsize=(1.0 + 0.75 * len(self.domains), 1.2 + 0.38 * len(self.rows)))
-        image = ax.imshow(values, cmap="viridis", aspect="auto")
-        for r, row in enumerate(self.rows):
-            for c, domain in enumerate(self.domains):
-                if domain in row.miou:
-                    ax.text(c, r, f"{row.miou[domain]:.1f}", ha="center", va="center", fontsize=7, color="white")
-                if domain == row.trained_on:
-                    ax.add_patch(plt.Rectangle((c - 0.5, r - 0.5), 1, 1, fill=False, edgecolor="red", lw=1.5))
-        ax.set_xticks(range(len(self.domains)), self.domains, rotation=45, ha="right", fontsize=8)
-        ax.set_yticks(range(len(self.rows)), [row.label for row in self.rows], fontsize=8)
-        ax.set_xlabel("evaluated domain")
-        ax.set_ylabel("after step (trained-on domain boxed)")
-        ax.set_title(title, fontsize=9)
-        fig.colorbar(image, ax=ax, label="mIoU (%)")
+        change = values - values[:1] if self.rows and self.rows[0].label == BEFORE else None
+        panels = [(values, "mIoU (%)", "viridis", None)]
+        if change is not None:
+            limit = float(np.nanmax(np.abs(change))) or 1.0
+            panels.append((change, "mIoU change from `before` (points)", "RdBu", (-limit, limit)))
+        width, height = 1.6 + 0.75 * len(self.domains), 1.2 + 0.38 * len(self.rows)
+        fig, axes = plt.subplots(1, len(panels), figsize=(width * len(panels), height), squeeze=False)
+        for ax, (grid, label, cmap, limits) in zip(axes[0], panels, strict=True):
+            image = ax.imshow(grid, cmap=cmap, aspect="auto", vmin=limits and limits[0], vmax=limits and limits[1])
+            for r, row in enumerate(self.rows):
+                for c, domain in enumerate(self.domains):
+                    if not np.isnan(grid[r, c]):
+                        text = f"{grid[r, c]:+.1f}" if limits else f"{grid[r, c]:.1f}"
+                        ax.text(c, r, text, ha="center", va="center", fontsize=7, color="black" if limits else "white")
+                    if domain == row.trained_on:
+                        ax.add_patch(plt.Rectangle((c - 0.5, r - 0.5), 1, 1, fill=False, edgecolor="red", lw=1.5))
+            ax.set_xticks(range(len(self.domains)), self.domains, rotation=45, ha="right", fontsize=8)
+            ax.set_yticks(range(len(self.rows)), [row.label for row in self.rows], fontsize=8)
+            ax.set_xlabel("evaluated domain")
+            fig.colorbar(image, ax=ax, label=label)
+        axes[0][0].set_ylabel("after step (trained-on domain boxed)")
+        fig.suptitle(title, fontsize=9)
         fig.tight_layout()
         path.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=110)
