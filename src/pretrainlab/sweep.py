@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 SWEEP_COLUMNS = ("knn_top1", "knn_top1_random_init", "linear_top1", "num_params", "wall_time_s")
 SEG_SWEEP_COLUMNS = ("mIoU", "mIoU_random_init", "num_params", "wall_time_s")  # a sweep sorted by a seg metric (W4)
 SEG_METRICS = frozenset({"mIoU", "mAcc", "aAcc", "mIoU_random_init"})
+ONLINE_SWEEP_COLUMNS = ("mean_target_miou", "mean_final_miou", "mean_forgetting", "wall_time_s")  # W2
 
 
 def is_finished(sweep: Sweep, variant: str) -> bool:
@@ -88,6 +89,8 @@ def sweep_score_table(sweep: Sweep) -> ScoreTable:
     """One row per variant (finished or not), sorted by the sweep's metric; the columns of its kind of metric
     are shown even before any run has them."""
     rows = [read_run_scores(config.run_dir, variant) for variant, config in sweep.configs.items()]
-    required = SEG_SWEEP_COLUMNS if sweep.file.metric in SEG_METRICS else SWEEP_COLUMNS
+    metric = sweep.file.metric
+    required = (SEG_SWEEP_COLUMNS if metric in SEG_METRICS else ONLINE_SWEEP_COLUMNS if metric in ONLINE_SWEEP_COLUMNS
+                else SWEEP_COLUMNS)  # fmt: skip
     return build_score_table(rows, sweep.file.metric, required=required, first="variant",
                              title=f"Sweep `{sweep.file.study}`")  # fmt: skip

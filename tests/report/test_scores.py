@@ -135,3 +135,19 @@ def test_report_command_sorts_by_miou_and_writes_tables(tmp_path: Path, capsys: 
     assert (out / "scores.csv").read_text().splitlines()[1].startswith("c,")
     assert main(["-q", "report", str(tmp_path), "--metric", "top1"]) == 2
     assert "unknown metric 'top1'" in capsys.readouterr().err
+
+
+def test_an_online_run_gives_mean_target_final_and_forgetting_and_links_its_heatmap(tmp_path: Path) -> None:
+    run = tmp_path / "dacs"
+    write_json(run / "adapt" / "00_source" / "result.json", {"phase": "00_source", "kind": "source",
+               "mean_target_miou": None, "final_miou": {"clear": 50.0, "25mm": 40.0}, "forgetting": {"clear": 0.0, "25mm": 0.0}})  # fmt: skip
+    write_json(run / "adapt" / "01_step1_25mm" / "result.json", {"phase": "01_step1_25mm", "kind": "adapt",
+               "mean_target_miou": 45.5, "final_miou": {"clear": 48.0, "25mm": 45.5}, "forgetting": {"clear": 2.0, "25mm": 0.0}})  # fmt: skip
+    (run / "plots").mkdir()
+    (run / "plots" / "domains.png").write_bytes(b"png")
+    scores = read_run_scores(run)
+    assert scores.values == {"mean_target_miou": 45.5, "mean_final_miou": 46.75, "mean_forgetting": 1.0}
+    other = row("other", mean_forgetting=0.5)
+    assert [r.name for r in build_score_table([scores, other], "mean_forgetting").rows] == ["other", "dacs"]
+    markdown = build_score_table([scores], "mean_target_miou").markdown(tmp_path)
+    assert "Sorted by mean target mIoU (descending)." in markdown and "![dacs](dacs/plots/domains.png)" in markdown

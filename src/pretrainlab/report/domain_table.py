@@ -24,6 +24,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 BEFORE = "before"
+DOMAINS_PLOT = "domains.png"  # in the run's plots/
 
 
 @dataclass

@@ -6,7 +6,8 @@ A run is any folder holding `summary.json` and/or `eval/*.json`; it is read thro
 `run_dir.RunDir`. Values come from
 
     summary.json               knn_top1, linear_top1: {pretrained, random_init}, num_params, wall_time_s
-    <phase>/result.json        mean_target_miou of the latest `source` / `adapt` phase (online adaptation, W2)
+    <phase>/result.json        mean_target_miou, the mean over domains of final_miou and of forgetting, of the
+                               latest `source` / `adapt` phase (online adaptation, W2), and plots/domains.png
     eval/knn.json              {pretrained | random_init: {top1}}    (evaluations by hand)
     eval/linear.json           {pretrained | random_init: {top1}}
     <phase folder>/result.json knn_top1, linear_top1 of the finished phases (a study without summary.json),
@@ -15,8 +16,8 @@ A run is any folder holding `summary.json` and/or `eval/*.json`; it is read thro
                                eval/: each backbone's from the last folder holding it (mIoU, mAcc, aAcc of
                                `pretrained`, the run's final score; mIoU of `random_init`, W4's epoch 0)
 
-Scores are percentages as the evaluators write them. Higher is better for every metric,
-so tables sort descending; runs without the metric come last. When a run has seg scores at several
+Scores are percentages as the evaluators write them. Tables sort best first (descending; ascending for
+the one lower-is-better column, forgetting); runs without the metric come last. When a run has seg scores at several
 epochs, scores.md adds a table of every run's mIoU by epoch and plots/miou_vs_epoch.png their curves.
 """
 
@@ -33,6 +34,7 @@ from typing import Any, Literal
 from rich.table import Table
 
 from pretrainlab.registry import did_you_mean
+from pretrainlab.report.domain_table import DOMAINS_PLOT
 from pretrainlab.report.seg_curve import MIOU_PLOT, Curve, plot_miou_vs_epoch, seg_curve
 from pretrainlab.run_dir import RunDir, read_json
 
@@ -44,6 +46,7 @@ class Column:
     key: str
     title: str
     kind: Literal["score", "count", "seconds"] = "score"
+    lower_is_better: bool = False
 
 
 COLUMNS: tuple[Column, ...] = (
@@ -55,6 +58,8 @@ COLUMNS: tuple[Column, ...] = (
     Column("mAcc", "mAcc"),
     Column("mIoU_random_init", "mIoU random init"),
     Column("mean_target_miou", "mean target mIoU"),
+    Column("mean_final_miou", "mean final mIoU"),
+    Column("mean_forgetting", "mean forgetting", lower_is_better=True),
     Column("aAcc", "aAcc"),
     Column("num_params", "params", "count"),
     Column("wall_time_s", "wall time", "seconds"),
@@ -72,6 +77,7 @@ class ScoreRow:
     values: dict[str, float]
     seg_curve: Curve = field(default_factory=list)
     reconstructions: Path | None = None  # the last `reconstruct` phase's figure
+    domains_plot: Path | None = None  # online adaptation (W2): the domains × steps heatmap
 
 
 def check_metric(metric: str) -> str:
@@ -121,6 +127,9 @@ def read_run_scores(run_dir: Path, name: str | None = None) -> ScoreRow:
             _pair(values, key, phase.get(key))
         if isinstance(phase.get("mean_target_miou"), (int, float)):  # online adaptation (W2), the latest
             values["mean_target_miou"] = float(phase["mean_target_miou"])
+        for key, per_domain in (("mean_final_miou", "final_miou"), ("mean_forgetting", "forgetting")):
+            if isinstance(phase.get(per_domain), dict) and phase[per_domain]:
+                values[key] = sum(phase[per_domain].values()) / len(phase[per_domain])
     seg: dict[str, dict[str, Any]] = {}
     for folder in [run.path / p["dir"] for p in phases if p["kind"] == "seg"] or [run.eval_dir]:
         seg.update(read_seg_summaries(folder))  # W4: random_init at epoch 0 only, pretrained at every later epoch
@@ -137,7 +146,9 @@ def read_run_scores(run_dir: Path, name: str | None = None) -> ScoreRow:
         if isinstance(summary.get(key), (int, float)):
             values[key] = float(summary[key])
     figures = [run.path / p["reconstructions"] for p in phases if p["kind"] == "reconstruct"]
-    return ScoreRow(name or run_dir.name, run_dir, values, seg_curve(phases), figures[-1] if figures else None)
+    domains_plot = run.plots / DOMAINS_PLOT if (run.plots / DOMAINS_PLOT).is_file() else None
+    return ScoreRow(name or run_dir.name, run_dir, values, seg_curve(phases), figures[-1] if figures else None,
+                    domains_plot)  # fmt: skip
 
 
 def is_run_dir(folder: Path) -> bool:
@@ -185,9 +196,9 @@ def default_metric(rows: Iterable[ScoreRow]) -> str:
 
 
 def sort_rows(rows: Iterable[ScoreRow], metric: str) -> list[ScoreRow]:
-    """Descending by `metric`; rows without it last; ties by name."""
-    check_metric(metric)
-    return sorted(rows, key=lambda row: (metric not in row.values, -row.values.get(metric, 0.0), row.name))
+    """Best first by `metric` (descending, ascending when lower is better); rows without it last; ties by name."""
+    sign = 1.0 if COLUMN_BY_KEY[check_metric(metric)].lower_is_better else -1.0
+    return sorted(rows, key=lambda row: (metric not in row.values, sign * row.values.get(metric, 0.0), row.name))
 
 
 def visible_columns(rows: Sequence[ScoreRow], metric: str, required: Sequence[str] = ()) -> list[Column]:
@@ -237,7 +248,8 @@ class ScoreTable:
         lines = [
             f"# {self.title}",
             "",
-            f"Sorted by {COLUMN_BY_KEY[self.metric].title} (descending).",
+            f"Sorted by {COLUMN_BY_KEY[self.metric].title} "
+            f"({'ascending' if COLUMN_BY_KEY[self.metric].lower_is_better else 'descending'}).",
             "",
             "| " + " | ".join(titles) + " |",
             "|" + "|".join(["---", *("---:" for _ in self.columns)]) + "|",
@@ -251,6 +263,11 @@ class ScoreTable:
             lines += ["", "## Reconstructions", "", "Masked input / reconstruction / target of the last evaluation.", ""]
             lines += [f"### {name}\n\n![{name}]({Path(os.path.relpath(path, out_dir)).as_posix()})\n"
                       for name, path in figures]  # fmt: skip
+        heatmaps = [(row.name, row.domains_plot) for row in self.rows if row.domains_plot is not None]
+        if heatmaps and out_dir is not None:
+            lines += ["", "## mIoU per domain after each domain step", ""]
+            lines += [f"### {name}\n\n![{name}]({Path(os.path.relpath(path, out_dir)).as_posix()})\n"
+                      for name, path in heatmaps]  # fmt: skip
         return "\n".join(lines) + "\n"
 
     def _curve_markdown(self, epochs: list[int]) -> list[str]:

@@ -180,7 +180,7 @@ def evaluate_domains(config: Config, segmentor: Segmentor, layout: SegmentationL
 def table_summary(run: RunDir, config: Config, row: dict[str, Any]) -> dict[str, Any]:
     """The domains × steps table of the finished phases plus `row`: written to eval/ and plots/, summarised."""
     from pretrainlab.distributed import is_rank_zero
-    from pretrainlab.report.domain_table import DomainRow, DomainTable
+    from pretrainlab.report.domain_table import DOMAINS_PLOT, DomainRow, DomainTable
     from pretrainlab.study.online import domain_label
 
     rows = [r for r in run.phase_results() if r["kind"] in ("source", "adapt") and r["label"] != row["label"]]
@@ -191,5 +191,5 @@ def table_summary(run: RunDir, config: Config, row: dict[str, Any]) -> dict[str,
     (run.eval_dir).mkdir(parents=True, exist_ok=True)
     (run.eval_dir / "domains.csv").write_text(table.csv())
     (run.eval_dir / "domains.md").write_text(table.markdown())
-    table.plot(run.plots / "domains.png", f"{config.name}: mIoU per domain after each step")
+    table.plot(run.plots / DOMAINS_PLOT, f"{config.name}: mIoU per domain after each step")
     return table.summary()
