@@ -1,4 +1,4 @@
-"""`pretrainlab` command line: data synth|rain | pretrain | evaluate knn|linear|seg | study | sweep | export | report | analyze params.
+"""`pretrainlab` command line: data synth|rain | pretrain | evaluate knn|linear|seg | study | sweep | search | export | report | analyze params.
 
 Config errors print one line per problem (file, dotted key, what was expected) and
 exit with status 2, before any data is read.
@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 
 from pretrainlab.config.loading import ConfigError, load_config
+from pretrainlab.config.search_space import SAMPLERS
 from pretrainlab.engine.malloc import keep_freed_memory
 
 log = logging.getLogger("pretrainlab")
@@ -115,6 +116,25 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--study", help="study folder instead of the file's `study`")
     sweep.add_argument("--dry-run", action="store_true", help="validate and list the variants; run nothing")
     sweep.set_defaults(handler=cmd_sweep)
+
+    search = verbs.add_parser(
+        "search", help="Optuna search over a sweep file's `search:` section -> runs/<study>/trial_<NNN>, scores.md"
+    )
+    search.add_argument("sweep_file", type=Path, help="YAML sweep file with a `search:` section (params, objectives)")
+    search.add_argument("overrides", nargs="*", help="dotted overrides applied to every trial, after its sampled values")
+    search.add_argument(
+        "--sampler", choices=SAMPLERS, default="tpe",
+        help="tpe (default), nsga2 (genetic; multi-objective with two `objectives`), random, "
+             "grid (every combination of choices and stepped ranges)",
+    )  # fmt: skip
+    search.add_argument(
+        "--trials", type=int, metavar="N",
+        help="complete trials to reach; a resumed search runs the rest (grid: default every combination)",
+    )  # fmt: skip
+    search.add_argument("--preset", help="one of the file's presets (e.g. small)")
+    search.add_argument("--study", help="study folder instead of the file's `study` (holds search.db and the trials)")
+    search.add_argument("--dry-run", action="store_true", help="validate and print the search space; run nothing")
+    search.set_defaults(handler=cmd_search)
 
     export = verbs.add_parser("export", help="a run's evaluated backbone as a plain state dict (+ its backbone config)")
     export.add_argument("--run", type=Path, required=True, help="run directory (holds config.yaml and pretrain/checkpoints/)")
@@ -237,6 +257,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from pretrainlab.config.sweeps import expand_sweep
 
     sweep = expand_sweep(args.sweep_file, preset=args.preset, overrides=args.overrides, study=args.study)
+    if not sweep.configs:
+        raise ConfigError(f"{args.sweep_file} has no variants; run its `search:` section with `pretrainlab search`")
     if args.dry_run:
         for variant, config in sweep.configs.items():
             log.info("%s -> %s", variant, config.run_dir)
@@ -244,6 +266,22 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from pretrainlab.sweep import run_sweep
 
     table = run_sweep(sweep)
+    Console().print(table.rich())
+    log.info("wrote %s and scores.csv", sweep.study_dir / "scores.md")
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from pretrainlab.config.sweeps import expand_sweep
+
+    sweep = expand_sweep(args.sweep_file, preset=args.preset, overrides=args.overrides, study=args.study)
+    from pretrainlab.search import describe_search, run_search
+
+    if args.dry_run:
+        for line in describe_search(sweep, args.sampler):
+            log.info("%s", line)
+        return 0
+    table = run_search(sweep, sampler=args.sampler, num_trials=args.trials)
     Console().print(table.rich())
     log.info("wrote %s and scores.csv", sweep.study_dir / "scores.md")
     return 0

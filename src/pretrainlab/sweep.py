@@ -32,7 +32,9 @@ log = logging.getLogger(__name__)
 SWEEP_COLUMNS = ("knn_top1", "knn_top1_random_init", "linear_top1", "num_params", "wall_time_s")
 SEG_SWEEP_COLUMNS = ("mIoU", "mIoU_random_init", "num_params", "wall_time_s")  # a sweep sorted by a seg metric (W4)
 SEG_METRICS = frozenset({"mIoU", "mAcc", "aAcc", "mIoU_random_init"})
-ONLINE_SWEEP_COLUMNS = ("mean_target_miou", "mean_final_miou", "mean_forgetting", "wall_time_s")  # W2
+ONLINE_SWEEP_COLUMNS = ("mean_target_miou", "mean_final_miou", "mean_forgetting", "trainable_params", "step_time_s",
+                        "wall_time_s")  # W2
+ONLINE_METRICS = frozenset({"mean_target_miou", "mean_final_miou", "mean_forgetting"})
 
 
 def is_finished(sweep: Sweep, variant: str) -> bool:
@@ -90,7 +92,7 @@ def sweep_score_table(sweep: Sweep) -> ScoreTable:
     are shown even before any run has them."""
     rows = [read_run_scores(config.run_dir, variant) for variant, config in sweep.configs.items()]
     metric = sweep.file.metric
-    required = (SEG_SWEEP_COLUMNS if metric in SEG_METRICS else ONLINE_SWEEP_COLUMNS if metric in ONLINE_SWEEP_COLUMNS
+    required = (SEG_SWEEP_COLUMNS if metric in SEG_METRICS else ONLINE_SWEEP_COLUMNS if metric in ONLINE_METRICS
                 else SWEEP_COLUMNS)  # fmt: skip
     return build_score_table(rows, sweep.file.metric, required=required, first="variant",
                              title=f"Sweep `{sweep.file.study}`")  # fmt: skip

@@ -108,8 +108,9 @@ def test_shipped_configs_load() -> None:
     files = sorted(root.rglob("*.yaml"))
     assert files, "no configs shipped"
     for path in files:
-        if "variants" in (yaml.safe_load(path.read_text()) or {}):
-            for preset in [None, *expand_sweep(path).file.presets]:  # a sweep file: every variant, every preset
+        data = yaml.safe_load(path.read_text()) or {}
+        if "variants" in data or "search" in data:
+            for preset in [None, *expand_sweep(path).file.presets]:  # a sweep / search file: all of it, every preset
                 expand_sweep(path, preset=preset)
         else:
             load_config(path)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from conftest import REPO_ROOT, TINY_SYNTHETIC, _yaml_inline
 
-from pretrainlab.config import load_config
+from pretrainlab.config import ConfigError, load_config
 from pretrainlab.study.runner import run_study
 
 CONFIG = REPO_ROOT / "configs" / "w2_uda" / "rain_sequence.yaml"
@@ -97,3 +97,44 @@ def test_runs_with_the_same_source_recipe_share_one_source_model(tiny_synthetic:
         **shared, "eval.seg.iterations": 5}))  # fmt: skip
     assert run_study(longer)["phases"][0]["source_model"] == "trained"
     assert len(list((tmp_path / "source_models").iterdir())) == 2
+
+
+@pytest.mark.slow
+def test_adapters_ewc_and_the_detector_policy_run_and_are_reported(tiny_synthetic: Path, tmp_path: Path) -> None:
+    common = {"online.domains_root": str(tmp_path / "rain"), "online.source_cache": "source_models",
+              "online.sequence": ["clear", "200"], "online.steps_per_domain": 4}  # fmt: skip
+    full = run_study(load_config(CONFIG, overrides(tiny_synthetic, tmp_path, name="full", **common)))
+    adapted = load_config(CONFIG, overrides(tiny_synthetic, tmp_path, name="adapters", **{
+        **common, "online.adapters": {"train": "adapters", "kind": "adaptformer", "stages": "half"},
+        "online.ewc": {"weight": 10.0, "fisher_batches": 2},
+        "online.detector": {"signal": "teacher_confidence", "window": 2, "threshold": 1e-9,
+                            "policy": "after_change", "train_steps_after_change": 1}}))  # fmt: skip
+    summary = run_study(adapted)
+    assert summary["method"] == "dacs (adaptformer adapters, ewc, detector, after_change)"
+    assert 0 < summary["trainable_params"] < full["trainable_params"] / 2
+    assert "| `backbone (adapters)` | 107,584 | 107,584 | 0 |" in (adapted.run_dir / "adapt" / "params.md").read_text()
+    assert (adapted.run_dir / "adapt" / "ewc.pt").is_file()
+    records = [json.loads(line) for line in (adapted.run_dir / "adapt" / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in records if "domain" in r]
+    assert [r["domain"] for r in steps] == ["clear"] * 4 + ["200mm"] * 4
+    assert all(isinstance(r["detector_signal"], float) for r in steps)
+    # the policy trains the first budget (step 0) and one step after each detection, nothing else
+    events = [r["step"] for r in steps if r["domain_change"]]
+    expected = {0} | {e + 1 for e in events}
+    assert [r["step"] for r in steps if r["trained"]] == sorted(s for s in expected if s < 8)
+    assert summary["detection"]["boundaries"] == [4] and summary["detection"]["events"] == events
+    assert (adapted.run_dir / "plots" / "detector.png").is_file()
+
+
+@pytest.mark.slow
+def test_tent_trains_only_norm_parameters(tiny_synthetic: Path, tmp_path: Path) -> None:
+    config = load_config(CONFIG, overrides(tiny_synthetic, tmp_path, name="tent", **{
+        "online.domains_root": str(tmp_path / "rain"), "online.sequence": ["200"], "online.adaptation": "tent"}))  # fmt: skip
+    summary = run_study(config)
+    assert summary["method"] == "tent" and summary["phases"][-1]["trained_on"] == "200mm"
+    assert 0 < summary["trainable_params"] < 20_000  # MiT-B0's LayerNorms and the decoder's BatchNorm
+
+
+def test_tent_rejects_the_dacs_only_options() -> None:
+    with pytest.raises(ConfigError, match="online.adapters applies to adaptation 'dacs', not 'tent'"):
+        load_config(CONFIG, ["online.adaptation=tent", "online.adapters={train: decoder}"])

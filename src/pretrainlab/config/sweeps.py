@@ -9,22 +9,26 @@
       dappm:   {model.neck.name: dappm}
     presets:                         # chosen with --preset; applied to every variant
       small: {engine.max_epochs: 2, data.synthetic.num_train: 5000}
+    search:                          # optional, for `pretrainlab search` (config/search_space.py);
+      params: {optim.lr: {low: 1.0e-4, high: 1.0e-2, log: true}}   # `variants` may then be left out
 
 Each variant's config is built as base -> sweep overrides -> variant overrides -> preset
 overrides -> command-line overrides, then `name` is set to the variant and `output_root` to
 `<output_root>/<study>`. Every variant is validated before anything runs; errors name
-the sweep file, the variant and the dotted key.
+the sweep file, the variant and the dotted key. A `search` section's keys are checked the same way,
+each with its extreme values (low and high, every choice) in place of a variant's overrides.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from pretrainlab.config.loading import (
     ConfigError,
@@ -35,6 +39,7 @@ from pretrainlab.config.loading import (
     set_dotted,
 )
 from pretrainlab.config.schema import Config, Strict
+from pretrainlab.config.search_space import SearchSection
 from pretrainlab.registry import did_you_mean
 from pretrainlab.report.scores import check_metric
 
@@ -50,8 +55,11 @@ class SweepFile(Strict):
     base: Path = Field(description="base config, relative to the sweep file")
     metric: str = Field("knn_top1", description="score-table column to sort by")
     overrides: Overrides = Field(default_factory=dict, description="{dotted.key: value} for every variant")
-    variants: dict[str, Overrides] = Field(min_length=1, description="variant name -> {dotted.key: value}")
+    variants: dict[str, Overrides] = Field(
+        default_factory=dict, description="variant name -> {dotted.key: value}; may be empty with `search`"
+    )
     presets: dict[str, Overrides] = Field(default_factory=dict, description="preset name -> {dotted.key: value}")
+    search: SearchSection | None = Field(None, description="what `pretrainlab search` samples (search_space.py)")
 
     @field_validator("metric")
     @classmethod
@@ -72,6 +80,19 @@ class SweepFile(Strict):
     def _keys_not_set_by_sweep(cls, overrides: Overrides) -> Overrides:
         return _check_not_set_by_sweep(overrides, "overrides")
 
+    @field_validator("search")
+    @classmethod
+    def _search_keys_not_set_by_sweep(cls, search: SearchSection | None) -> SearchSection | None:
+        if search is not None:
+            _check_not_set_by_sweep(search.params, "search")
+        return search
+
+    @model_validator(mode="after")
+    def _variants_or_search(self) -> SweepFile:
+        if not self.variants and self.search is None:
+            raise ValueError("a sweep file needs `variants` (or a `search` section for `pretrainlab search`)")
+        return self
+
 
 def _check_not_set_by_sweep(overrides: Overrides, owner: str) -> Overrides:
     for dotted in overrides:
@@ -82,12 +103,24 @@ def _check_not_set_by_sweep(overrides: Overrides, owner: str) -> Overrides:
 
 @dataclass(frozen=True)
 class Sweep:
-    """An expanded sweep: its file, the study folder and one validated config per variant."""
+    """An expanded sweep: its file, the study folder and one validated config per variant; what a search
+    trial's config is built from (`trial_config`)."""
 
     path: Path
     file: SweepFile
     study_dir: Path
     configs: dict[str, Config]
+    base: dict[str, Any] = field(default_factory=dict)  # the base config file's data, before any override
+    preset_overrides: Overrides = field(default_factory=dict)
+    cli_overrides: list[str] = field(default_factory=list)
+
+    def trial_config(self, name: str, values: Overrides, source: str | None = None) -> Config:
+        """A search trial's config, in `study_dir / name`: base -> sweep overrides -> preset -> `values` (the
+        sampled ones) -> command-line overrides. Raises ConfigError naming the sweep file and `source` (default:
+        the trial)."""
+        override_sets = [self.file.overrides, self.preset_overrides, values]
+        source = source or f"{self.path}: trial '{name}'"
+        return _variant_config(self.base, name, self.file.study, override_sets, self.cli_overrides, source)
 
 
 def _is_plain_name(name: str) -> bool:
@@ -139,11 +172,42 @@ def expand_sweep(
             )
         except ConfigError as error:
             problems += [line for line in str(error).splitlines() if line not in problems]
+    expanded = Sweep(path, sweep, Path(), configs, base, preset_overrides, list(overrides or []))  # study_dir below
+    search_configs = _check_search(expanded, problems) if sweep.search is not None else []
     if problems:
         raise ConfigError("\n".join(problems))
-    study_dirs = {config.output_root for config in configs.values()}
+    study_dirs = {config.output_root for config in [*configs.values(), *search_configs]}
     assert len(study_dirs) == 1, f"variants resolve to different study folders: {study_dirs}"
-    return Sweep(path=path, file=sweep, study_dir=study_dirs.pop(), configs=configs)
+    return dataclasses.replace(expanded, study_dir=study_dirs.pop())
+
+
+def _check_search(sweep: Sweep, problems: list[str]) -> list[Config]:
+    """Build a config with each searched key at each of its extreme values; append what fails to `problems`
+    (one line each, naming the sweep file and the key) and return the configs that validate."""
+    assert sweep.file.search is not None
+    configs = []
+    overridden: dict[str, Any] = {}
+    for override in sweep.cli_overrides:
+        apply_override(overridden, override)
+    for key, param in sweep.file.search.params.items():
+        if _has_dotted(overridden, key):
+            problems.append(f"{sweep.path}: search key '{key}' is also set on the command line, which would "
+                            f"replace every sampled value")  # fmt: skip
+        for value in param.extremes():
+            try:
+                configs.append(sweep.trial_config("trial", {key: value}, f"{sweep.path}: search key '{key}'"))
+            except ConfigError as error:
+                problems += [line for line in str(error).splitlines() if line not in problems]
+    return configs
+
+
+def _has_dotted(data: dict[str, Any], dotted: str) -> bool:
+    node: Any = data
+    for key in dotted.split("."):
+        if not isinstance(node, dict) or key not in node:
+            return False
+        node = node[key]
+    return True
 
 
 def _preset(sweep: SweepFile, preset: str | None, path: Path) -> Overrides:

@@ -5,6 +5,8 @@ from the schedules, sum the `loss*` entries (weighted by the method; logged as
 `train/objective`), backward, per-parameter clipping, drop the gradients of frozen
 parameters, optimizer step, then the method's post-step work (EMA teacher). Every
 schedule value of the step is logged too (`train/lr`, `train/teacher_momentum`, ...).
+A step whose outputs hold no `loss*` entry is inference only: its outputs are logged and
+nothing else happens (W2's detector policy trains only after a detected domain change).
 
 Schedules are built when training starts, from the number of batches *this process*
 runs per epoch and the number of processes (`make_schedules(steps_per_epoch, world_size)`),
@@ -61,7 +63,7 @@ class EngineModule(L.LightningModule):
     def on_train_start(self) -> None:
         self.schedules = self.make_schedules(int(self.trainer.num_training_batches), self.trainer.world_size)
 
-    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor | None:
         if self.channels_last:
             batch = to_channels_last(batch)
         step = self.schedules.at(self.global_step)
@@ -69,7 +71,13 @@ class EngineModule(L.LightningModule):
         set_lr_and_weight_decay(optimizer.optimizer, step.lr, step.weight_decay)
 
         outputs = self.method.training_step(batch, step)
-        loss = sum(value for key, value in outputs.items() if key.startswith("loss"))
+        losses = [value for key, value in outputs.items() if key.startswith("loss")]
+        if not losses:  # an inference-only step (W2's detector policy): no backward, no update, no EMA
+            optimizer.zero_grad(set_to_none=True)
+            optimizer.step()  # skips every parameter (no gradient) but counts the step, so iterations stay aligned
+            self.log_dict({f"train/{k}": v.detach().float() for k, v in outputs.items()}, prog_bar=False, on_step=True)
+            return None
+        loss = sum(losses)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"loss is {loss.item()} at iteration {step.iteration}; stopping")
 

@@ -18,6 +18,15 @@ statistics). The teacher runs with BatchNorm in train mode (batch statistics), d
 drop-path off: DAFormer's EMA model is a child of the UDA module, so in train mode, and only its
 dropout / drop-path modules are switched off before the pseudo-label forward (dacs.py l. 264-268).
 
+Option `tent_weight` > 0 (`tent_for_dacs` in HAMLET's notes) adds TENT's term: that weight × the mean
+entropy of the student's softmax on the clean target images (`methods/tent.py`), one more student forward.
+
+Against forgetting (W2, issue 12): `ewc` adds `loss_ewc`, EWC's pull towards the source model
+(`losses/ewc.py`); `detector` feeds a per-step signal (the teacher's mean confidence on the target, or
+the frozen source model's disagreement with the student) to a domain-shift detector
+(`eval/shift_detector.py`) before anything else, logs it, and under the `after_change` policy returns
+no loss outside the training budget after a detected change: the step is then inference only.
+
 Variants: `target_only` trains on the (strongly augmented) target image with its pseudo labels
 and never reads a source label for that loss; `gt_mix` uses the target ground truth in place of
 pseudo labels, weight 1 everywhere (an oracle). The model evaluated is the student, as in
@@ -44,10 +53,20 @@ from torch import Tensor, nn
 
 from pretrainlab.config.component import Strict
 from pretrainlab.data.transforms.seg_normalize import IMAGENET_MEAN_RGB, IMAGENET_STD_RGB
+from pretrainlab.distributed import all_reduce_mean
 from pretrainlab.engine.schedules import StepValues
+from pretrainlab.eval.shift_detector import (
+    ShiftDetector,
+    ShiftDetectorConfig,
+    mean_confidence,
+    should_train,
+    source_disagreement,
+)
 from pretrainlab.eval.segmentation_model import Segmentor
 from pretrainlab.losses.cross_entropy import segmentation_cross_entropy
+from pretrainlab.losses.ewc import EWCAnchor
 from pretrainlab.methods.base import Method
+from pretrainlab.methods.tent import entropy_loss_term
 from pretrainlab.methods.dacs_mix import IGNORE_INDEX, classmix_masks, mix, strong_transform
 from pretrainlab.models.backbones.base import Backbone
 
@@ -204,6 +223,8 @@ class DACSSettings(Strict):
     fd_min_ratio: float = Field(0.75, gt=0.0, le=1.0, description="share of a cell its dominant class must cover")
     target_only: bool = Field(False, description="train on the target with pseudo labels, no mixing")
     gt_mix: bool = Field(False, description="target ground truth instead of pseudo labels (weight 1)")
+    tent_weight: float = Field(0.0, ge=0.0, description="TENT's entropy of the student on the clean target images "
+                               "(`tent_for_dacs`); 0 = off")  # fmt: skip
 
     @model_validator(mode="after")
     def _check(self) -> DACSSettings:
@@ -217,9 +238,10 @@ class DACSSettings(Strict):
 
 @dataclass
 class MixedBatch:
-    """What the student trains on in the mixed loss."""
+    """What the student trains on in the mixed loss (`DACS.mix_and_augment`), or the clean target
+    batch with its labels before mixing (`DACS.pseudo_labels`)."""
 
-    images: Tensor  # (B, 3, H, W) normalised, strongly augmented
+    images: Tensor  # (B, 3, H, W) normalised; mixed and strongly augmented after `mix_and_augment`
     labels: Tensor  # (B, H, W) int64
     weights: Tensor  # (B, H, W) float32
     pseudo_weight: Tensor  # scalar: confident fraction (1 with gt_mix)
@@ -240,6 +262,8 @@ class DACS(Method):
         seed: int = 0,
         mean: Sequence[float] = IMAGENET_MEAN_RGB,
         std: Sequence[float] = IMAGENET_STD_RGB,
+        ewc: EWCAnchor | None = None,
+        detector: ShiftDetectorConfig | None = None,
     ) -> None:
         super().__init__()
         self.settings = settings or DACSSettings()
@@ -255,6 +279,12 @@ class DACS(Method):
         self.reference_backbone = copy.deepcopy(segmentor.backbone) if uses_reference else None
         if self.reference_backbone is not None:
             self.reference_backbone.requires_grad_(False)
+        self.ewc = ewc
+        self.detector = ShiftDetector(detector) if detector is not None else None
+        self.last_detector_signal: float | None = None  # read by the runner's per-step log
+        self.last_step_trains = True
+        uses_source_model = detector is not None and detector.signal == "source_disagreement"
+        self.source_model = copy.deepcopy(segmentor).requires_grad_(False).eval() if uses_source_model else None
 
     def train(self, mode: bool = True) -> DACS:
         """Teacher: train mode (BatchNorm batch statistics) with dropout and drop-path off; FD reference: eval."""
@@ -265,6 +295,8 @@ class DACS(Method):
                 module.train(False)
         if self.reference_backbone is not None:
             self.reference_backbone.eval()
+        if self.source_model is not None:
+            self.source_model.eval()
         return self
 
     def segmentor(self) -> Segmentor:
@@ -299,6 +331,10 @@ class DACS(Method):
             self.reset_teacher()  # weights loaded into the student after construction reach teacher and reference
         settings = self.settings
         outputs: dict[str, Tensor] = {}
+        if self.detector is not None and not self.detector_allows_training(target_images, step.iteration, outputs):
+            return outputs  # inference only: no loss, so the engine neither updates nor moves the teacher
+        if self.ewc is not None:
+            outputs["loss_ewc"] = self.ewc.penalty(self.student)
         if settings.source_weight > 0 or settings.use_feature_distance:
             outputs.update(self.source_losses(source_images, source_labels))
         if settings.use_target_feature_distance:
@@ -306,6 +342,9 @@ class DACS(Method):
             with torch.no_grad():
                 reference = self.reference_backbone(target_images).maps[-1]
             outputs["loss_fd_target"] = settings.fd_lambda * feature_distance(features, reference)
+
+        if settings.tent_weight > 0:
+            outputs.update(entropy_loss_term(self.student(target_images).float(), settings.tent_weight))
 
         mixed = self.mixed_batch(
             source_images, source_labels, target_images, target_labels, self.generator(step.iteration)
@@ -319,6 +358,33 @@ class DACS(Method):
         if mixed.pseudo_labels is not None and bool(valid.any()):
             outputs["target_accuracy"] = (mixed.pseudo_labels == target_labels)[valid].float().mean()
         return outputs
+
+    @torch.no_grad()
+    def detector_allows_training(self, target_images: Tensor, iteration: int, outputs: dict[str, Tensor]) -> bool:
+        """Feed this step's signal (averaged over processes) to the domain-shift detector, log it as
+        `detector_signal` (and `domain_change` = 1 when it fires); True when the detector's policy trains now."""
+        config = self.detector.config
+        if config.signal == "teacher_confidence":
+            signal = mean_confidence(self.teacher(target_images))
+        else:
+            adapted_labels = self.student(target_images).argmax(dim=1)  # (B, H, W)
+            signal = source_disagreement(self.source_model(target_images), adapted_labels)
+        signal = all_reduce_mean(signal.float())
+        outputs["detector_signal"] = signal
+        self.last_detector_signal = float(signal)
+        if self.detector.update(iteration, float(signal)) is not None:
+            outputs["domain_change"] = torch.ones((), device=signal.device)
+        self.last_step_trains = should_train(iteration, self.detector.events, config.policy,
+                                             config.train_steps_after_change)  # fmt: skip
+        return self.last_step_trains
+
+    def get_extra_state(self) -> dict:
+        """The detector's window and events travel with the checkpoint, so a resumed run detects the same changes."""
+        return {"detector": self.detector.state_dict() if self.detector is not None else None}
+
+    def set_extra_state(self, state: dict) -> None:
+        if self.detector is not None and state.get("detector") is not None:
+            self.detector.load_state_dict(state["detector"])
 
     def source_losses(self, images: Tensor, labels: Tensor) -> dict[str, Tensor]:
         """Weighted source CE and, when on, the thing-class feature distance on the same forward."""
@@ -341,7 +407,6 @@ class DACS(Method):
             losses["loss_fd_source"] = settings.fd_lambda * feature_distance(features, reference, mask)
         return losses
 
-    @torch.no_grad()
     def mixed_batch(
         self,
         source_images: Tensor,
@@ -350,24 +415,45 @@ class DACS(Method):
         target_labels: Tensor,
         generator: torch.Generator,
     ) -> MixedBatch:
-        """Targets of the mixed loss. Generator draws, in order: the ClassMix choice (unless
-        `target_only`), then `strong_transform`'s."""
+        """Targets of the mixed loss: `pseudo_labels` then `mix_and_augment`. Generator draws, in order:
+        the ClassMix choice (unless `target_only`), then `strong_transform`'s."""
+        target = self.pseudo_labels(target_images, target_labels)
+        return self.mix_and_augment(target, source_images, source_labels, generator)
+
+    @torch.no_grad()
+    def pseudo_labels(self, target_images: Tensor, target_labels: Tensor) -> MixedBatch:
+        """The clean target batch with its training labels, before mixing and augmentation: the EMA
+        teacher's pseudo labels and weights (one teacher forward), or with `gt_mix` the ground truth
+        with weight 1 (no teacher forward). Draws nothing from a generator.
+
+        Args:
+            target_images: (B, 3, H, W) normalised; target_labels: (B, H, W), read only with `gt_mix`.
+        """
         settings = self.settings
         height = target_images.shape[-2]
         if settings.gt_mix:
-            labels = target_labels
             weights = torch.ones(target_labels.shape, device=target_labels.device)
-            pseudo_weight, pseudo_labels = torch.ones((), device=target_labels.device), None
-        else:
-            probs = torch.softmax(self.teacher(target_images).float(), dim=1)  # (B, K, H, W)
-            top = scaled_rows(settings.pseudo_weight_ignore_top, height, settings.ignore_rows_height)
-            bottom = scaled_rows(settings.pseudo_weight_ignore_bottom, height, settings.ignore_rows_height)
-            pseudo_labels, weights = pseudo_label_weight(probs, settings.pseudo_threshold, top, bottom)
-            labels, pseudo_weight = pseudo_labels, confident_fraction(probs, settings.pseudo_threshold)
-        images = target_images
+            pseudo_weight = torch.ones((), device=target_labels.device)
+            return MixedBatch(target_images, target_labels, weights, pseudo_weight, None)
+        probs = torch.softmax(self.teacher(target_images).float(), dim=1)  # (B, K, H, W)
+        top = scaled_rows(settings.pseudo_weight_ignore_top, height, settings.ignore_rows_height)
+        bottom = scaled_rows(settings.pseudo_weight_ignore_bottom, height, settings.ignore_rows_height)
+        pseudo_labels, weights = pseudo_label_weight(probs, settings.pseudo_threshold, top, bottom)
+        pseudo_weight = confident_fraction(probs, settings.pseudo_threshold)
+        return MixedBatch(target_images, pseudo_labels, weights, pseudo_weight, pseudo_labels)
+
+    @torch.no_grad()
+    def mix_and_augment(
+        self, target: MixedBatch, source_images: Tensor, source_labels: Tensor, generator: torch.Generator
+    ) -> MixedBatch:
+        """ClassMix of source i onto `target` i (images, labels; pasted pixels weigh 1), skipped with
+        `target_only`, then the strong augmentation of the images. Generator draws, in order: the
+        ClassMix choice (unless `target_only`), then `strong_transform`'s."""
+        settings = self.settings
+        images, labels, weights = target.images, target.labels, target.weights
         if not settings.target_only:
             mask = classmix_masks(source_labels, generator)  # (B, 1, H, W)
-            images = mix(mask, source_images, target_images)
+            images = mix(mask, source_images, images)
             labels = mix(mask, source_labels, labels)
             weights = mix(mask, torch.ones_like(weights), weights)
         images = strong_transform(
@@ -375,7 +461,7 @@ class DACS(Method):
             jitter_probability=settings.color_jitter_probability, blur_probability=settings.blur_probability,
             blur_sigma=settings.blur_sigma,
         )  # fmt: skip
-        return MixedBatch(images, labels, weights, pseudo_weight, pseudo_labels)
+        return MixedBatch(images, labels, weights, target.pseudo_weight, target.pseudo_labels)
 
 
 def build_dacs(
@@ -385,9 +471,11 @@ def build_dacs(
     seed: int,
     mean: Sequence[float] = IMAGENET_MEAN_RGB,
     std: Sequence[float] = IMAGENET_STD_RGB,
+    ewc: EWCAnchor | None = None,
+    detector: ShiftDetectorConfig | None = None,
 ) -> DACS:
     """DACS on `segmentor` (its current weights start student, teacher and FD reference)."""
-    method = DACS(segmentor, settings, seed=seed, mean=mean, std=std)
+    method = DACS(segmentor, settings, seed=seed, mean=mean, std=std, ewc=ewc, detector=detector)
     log.info("DACS: alpha %.4g, pseudo threshold %.3g, target_only %s, gt_mix %s, FD source %s / target %s",
              settings.alpha, settings.pseudo_threshold, settings.target_only, settings.gt_mix,
              settings.use_feature_distance, settings.use_target_feature_distance)  # fmt: skip

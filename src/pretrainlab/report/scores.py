@@ -5,7 +5,8 @@ and a rich table. One implementation for `pretrainlab sweep` (a row per variant)
 A run is any folder holding `summary.json` and/or `eval/*.json`; it is read through
 `run_dir.RunDir`. Values come from
 
-    summary.json               knn_top1, linear_top1: {pretrained, random_init}, num_params, wall_time_s
+    summary.json               knn_top1, linear_top1: {pretrained, random_init}, num_params, wall_time_s;
+                               online runs: trainable_params, step_time_s, peak_memory_mb
     <phase>/result.json        mean_target_miou, the mean over domains of final_miou and of forgetting, of the
                                latest `source` / `adapt` phase (online adaptation, W2), and plots/domains.png
     eval/knn.json              {pretrained | random_init: {top1}}    (evaluations by hand)
@@ -45,7 +46,7 @@ class Column:
 
     key: str
     title: str
-    kind: Literal["score", "count", "seconds"] = "score"
+    kind: Literal["score", "count", "seconds", "milliseconds", "megabytes"] = "score"
     lower_is_better: bool = False
 
 
@@ -62,6 +63,9 @@ COLUMNS: tuple[Column, ...] = (
     Column("mean_forgetting", "mean forgetting", lower_is_better=True),
     Column("aAcc", "aAcc"),
     Column("num_params", "params", "count"),
+    Column("trainable_params", "trainable params", "count", lower_is_better=True),
+    Column("step_time_s", "step time", "milliseconds", lower_is_better=True),
+    Column("peak_memory_mb", "peak memory", "megabytes", lower_is_better=True),
     Column("wall_time_s", "wall time", "seconds"),
 )
 COLUMN_BY_KEY = {column.key: column for column in COLUMNS}
@@ -142,7 +146,7 @@ def read_run_scores(run_dir: Path, name: str | None = None) -> ScoreRow:
     summary = run.read_summary() if run.has_summary() else {}
     for key in ("knn_top1", "linear_top1"):
         _pair(values, key, summary.get(key))
-    for key in ("num_params", "wall_time_s"):
+    for key in ("num_params", "trainable_params", "step_time_s", "peak_memory_mb", "wall_time_s"):
         if isinstance(summary.get(key), (int, float)):
             values[key] = float(summary[key])
     figures = [run.path / p["reconstructions"] for p in phases if p["kind"] == "reconstruct"]
@@ -216,6 +220,10 @@ def format_value(value: float | None, kind: str) -> str:
         return ""
     if kind == "count":
         return f"{value / 1e6:.2f} M"
+    if kind == "milliseconds":  # a value in seconds
+        return f"{value * 1000:.0f} ms"
+    if kind == "megabytes":
+        return f"{value:.0f} MB"
     if kind == "seconds":
         minutes, seconds = divmod(round(value), 60)
         return f"{minutes} min {seconds:02d} s" if minutes else f"{seconds} s"

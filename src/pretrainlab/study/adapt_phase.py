@@ -12,6 +12,7 @@ table is rewritten after every phase as `eval/domains.csv`, `eval/domains.md` an
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,11 +24,16 @@ from pretrainlab.study.phase import PHASES, PhaseConfig, StudyContext
 
 if TYPE_CHECKING:
     from pretrainlab.config.schema import Config
-    from pretrainlab.data.formats.segmentation_datasets import SegmentationLayout
+    from pretrainlab.data.formats.segmentation_datasets import SegmentationDataset, SegmentationLayout
+    from pretrainlab.engine.optim import OptimConfig
+    from pretrainlab.methods.base import Method
     from pretrainlab.eval.segmentation_model import Segmentor
     from pretrainlab.run_dir import Phase, RunDir
 
+log = logging.getLogger(__name__)
+
 SUMMARY_KEYS = ("mean_target_miou", "final_miou", "forgetting")
+ADAPT_SUMMARY_KEYS = (*SUMMARY_KEYS, "trainable_params", "step_time_s", "detection")
 
 
 class SourcePhaseConfig(PhaseConfig):
@@ -52,7 +58,7 @@ class AdaptPhaseConfig(PhaseConfig):
 
     name: Literal["adapt"]
     trains: ClassVar[bool] = True
-    summary_keys: ClassVar[tuple[str, ...]] = SUMMARY_KEYS
+    summary_keys: ClassVar[tuple[str, ...]] = ADAPT_SUMMARY_KEYS
     step: int = Field(ge=0, description="index into online.sequence")
 
     def check(self, config: Config, key: str) -> None:
@@ -121,11 +127,9 @@ def run_source_phase(phase: SourcePhaseConfig, place: Phase, context: StudyConte
 
 @PHASES.register(AdaptPhaseConfig)
 def run_adapt_phase(phase: AdaptPhaseConfig, place: Phase, context: StudyContext) -> dict[str, Any]:
-    from pretrainlab.engine.optim import OptimConfig
     from pretrainlab.engine.trainer import fit
     from pretrainlab.eval.segmentation import train_collate
-    from pretrainlab.eval.segmentation_data import build_seg_datasets, mean_std_255, train_pipeline
-    from pretrainlab.methods.dacs import build_dacs
+    from pretrainlab.eval.segmentation_data import build_seg_datasets, train_pipeline
     from pretrainlab.study.online import (
         DomainLog,
         constant_schedules,
@@ -140,26 +144,85 @@ def run_adapt_phase(phase: AdaptPhaseConfig, place: Phase, context: StudyContext
     domain = online.sequence[phase.step]
     if online.adaptation == "source_only":  # the model stays the source model: its scores are the source phase's
         scores = next(r["miou"] for r in context.run.phase_results() if r["kind"] == "source")
+        cost = {"trainable_params": 0, "step_time_s": 0.0}
     else:
         source_train, _ = build_seg_datasets(config)
         segmentor = build_source_segmentor(config, source_train.num_classes)
         load_state(segmentor, source_path(context.run))
-        mean, std = mean_std_255(config)
-        method = build_dacs(segmentor, online.dacs, seed=config.seed, mean=mean, std=std)
+        method = build_online_method(config, segmentor, source_train, context.run)
         target = domain_dataset(config, source_train.layout, domain, "train", train_pipeline(config))
         data = paired_train_data(config, source_train, target, train_collate(config))
-        optim = OptimConfig(name="adamw", lr=online.lr, min_lr=online.lr, warmup_epochs=0.0,
-                            weight_decay=online.weight_decay, weight_decay_end=online.weight_decay, clip_grad=None,
-                            scale_lr_with_batch=False, lr_multipliers={"student.head": online.head_lr_multiplier})  # fmt: skip
         adapt_dir = context.run.adapt_dir
-        fit(method, data, optim=optim, make_schedules=constant_schedules(config), engine=config.engine,
+        training_started = time.perf_counter()
+        fit(method, data, optim=online_optim(config), make_schedules=constant_schedules(config), engine=config.engine,
             max_epochs=phase.step + 1, metrics_path=adapt_dir / "metrics.jsonl", logs_dir=adapt_dir / "logs",
             checkpoint=adapt_dir / "checkpoints" / "last.ckpt",
             callbacks=[DomainLog(adapt_dir / "metrics.jsonl", domain_label(domain))])  # fmt: skip
+        cost = {"trainable_params": sum(p.numel() for p in method.segmentor().parameters() if p.requires_grad),
+                "step_time_s": (time.perf_counter() - training_started) / online.steps_per_domain}  # fmt: skip
+        if online.detector is not None:
+            cost["detection"] = report_detections(context.run, config)
         scores = evaluate_domains(config, method.segmentor(), source_train.layout)
     label = domain_label(domain)
     row = {"label": f"{phase.step + 1}: {label}", "trained_on": label, "miou": scores}
-    return {**row, **table_summary(context.run, config, row), "seconds": time.perf_counter() - started}
+    return {**row, **table_summary(context.run, config, row), **cost, "seconds": time.perf_counter() - started}
+
+
+def build_online_method(config: Config, segmentor: Segmentor, source: SegmentationDataset, run: RunDir) -> Method:
+    """TENT, or DACS with what trains decided by `online.adapters` (adapters injected before DACS copies the student
+    into its teacher) and, with `online.ewc.weight`, the EWC anchor; the parameter table goes to the log and
+    `adapt/params.md`."""
+    from pretrainlab.analysis.param_table import param_rows, param_table_markdown, param_table_text
+    from pretrainlab.distributed import is_rank_zero
+    from pretrainlab.engine.freeze import set_trainable
+    from pretrainlab.eval.segmentation_data import mean_std_255
+    from pretrainlab.methods.dacs import build_dacs
+    from pretrainlab.methods.tent import build_tent
+    from pretrainlab.models.adapters import inject_adapters, trainable_patterns
+    from pretrainlab.study.online import source_fisher
+
+    online = config.online
+    if online.adaptation == "tent":
+        method = build_tent(segmentor, online.tent)
+    else:
+        names = inject_adapters(segmentor, online.adapters)
+        set_trainable(segmentor, trainable_patterns(online.adapters, names))
+        ewc = source_fisher(config, segmentor, source, run.adapt_dir / "ewc.pt") if online.ewc.weight > 0 else None
+        mean, std = mean_std_255(config)
+        method = build_dacs(segmentor, online.dacs, seed=config.seed, mean=mean, std=std, ewc=ewc,
+                            detector=online.detector)  # fmt: skip
+    rows = param_rows(method.segmentor())
+    log.info("parameters of the adapted model\n%s", param_table_text(rows))
+    if is_rank_zero():
+        run.adapt_dir.mkdir(parents=True, exist_ok=True)
+        (run.adapt_dir / "params.md").write_text(param_table_markdown(rows, title=f"{config.name}: parameters"))
+    return method
+
+
+def report_detections(run: RunDir, config: Config) -> dict[str, Any]:
+    """The detector's events so far against the true domain boundaries (`report/domain_changes.py`); the figure
+    goes to plots/ (rank 0)."""
+    from pretrainlab.distributed import is_rank_zero
+    from pretrainlab.report.domain_changes import DETECTOR_PLOT, detection_summary, plot_detections, step_records
+
+    records = step_records(run.adapt_dir / "metrics.jsonl")
+    if is_rank_zero():
+        plot_detections(records, run.plots / DETECTOR_PLOT, f"{config.name}: domain-shift detector")
+    return detection_summary(records, config.online.detector.window)
+
+
+def online_optim(config: Config) -> OptimConfig:
+    """AdamW as DAFormer / HAMLET (head lr × `head_lr_multiplier`, no decay on norms and position blocks); TENT:
+    Adam(W) with its lr and betas on the norm parameters, no multiplier. The lr itself is `constant_schedules`'."""
+    from pretrainlab.engine.optim import OptimConfig
+
+    online = config.online
+    tent = online.adaptation == "tent"
+    lr = online.tent.lr if tent else online.lr
+    return OptimConfig(name="adamw", lr=lr, min_lr=lr, warmup_epochs=0.0,
+                       weight_decay=online.weight_decay, weight_decay_end=online.weight_decay, clip_grad=None,
+                       betas=online.tent.betas if tent else (0.9, 0.999), scale_lr_with_batch=False,
+                       lr_multipliers={} if tent else {"student.head": online.head_lr_multiplier})  # fmt: skip
 
 
 def evaluate_domains(config: Config, segmentor: Segmentor, layout: SegmentationLayout) -> dict[str, float]:

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Literal
 import lightning as L
 import numpy as np
 import torch
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from torch import Tensor
 from torch.utils.data import Dataset
 
@@ -39,7 +39,12 @@ from pretrainlab.data.formats.segmentation_datasets import SegmentationDataset, 
 from pretrainlab.data.rain_tree import find_rain_domain_pairs, write_rain_tree
 from pretrainlab.data.source_replay import ReplayMode, ReplaySampler, buffer_indices, class_pixel_counts
 from pretrainlab.data.train_data import EpochSampler, TrainData
+from pretrainlab.eval.shift_detector import ShiftDetectorConfig
 from pretrainlab.methods.dacs import DACSSettings
+from pretrainlab.methods.tent import TENTSettings
+from pretrainlab.models.adapters import AdaptersConfig
+from pretrainlab.distributed import is_rank_zero
+from pretrainlab.losses.ewc import EWCAnchor
 from pretrainlab.run_dir import append_jsonl
 
 if TYPE_CHECKING:
@@ -60,6 +65,14 @@ class ReplayConfig(Strict):
     min_pixels: int = Field(3000, ge=0, description="rare_class: an image counts for c above this many pixels")
 
 
+class EWCSettings(Strict):
+    """Elastic weight consolidation towards the source model (`losses/ewc.py`; DACS only)."""
+
+    weight: float = Field(0.0, ge=0.0, description="λ of λ/2 · Σ F (θ − θ*)²; 0 = off")
+    fisher_batches: int = Field(20, ge=1, description="source batches (of online.batch_size) the diagonal Fisher "
+                                "of the source model is averaged over")  # fmt: skip
+
+
 class OnlineConfig(Strict):
     """Online adaptation over a domain sequence (W2); the study's `adapt` phases follow `sequence`."""
 
@@ -72,8 +85,14 @@ class OnlineConfig(Strict):
                                     "synthetic scene rained on as if it spanned a street)")
     steps_per_domain: int = Field(100, ge=1)
     batch_size: int = Field(2, ge=1)
-    adaptation: Literal["dacs", "source_only"] = "dacs"
+    adaptation: Literal["dacs", "tent", "source_only"] = "dacs"
     dacs: DACSSettings = Field(default_factory=DACSSettings)
+    tent: TENTSettings = Field(default_factory=TENTSettings)
+    adapters: AdaptersConfig = Field(default_factory=AdaptersConfig, description="what trains (all | decoder | "
+                                     "adapters) and the backbone's adapters (DACS)")  # fmt: skip
+    ewc: EWCSettings = Field(default_factory=EWCSettings)
+    detector: ShiftDetectorConfig | None = Field(None, description="domain-shift detector on a per-step signal "
+                                                 "(DACS); its policy can train only after a detected change")  # fmt: skip
     replay: ReplayConfig = Field(default_factory=ReplayConfig)
     source_checkpoint: Path | None = Field(None, description="a segmentor state dict to start from; null = the "
                                            "`source` phase trains it")  # fmt: skip
@@ -101,12 +120,32 @@ class OnlineConfig(Strict):
                 raise ValueError(f"domain {name!r} is neither 'clear' nor a rain rate in mm/h (e.g. 25)")
         return sequence
 
+    @model_validator(mode="after")
+    def _dacs_only_options(self) -> OnlineConfig:
+        if self.adaptation == "dacs":
+            return self
+        for key, is_set in (("adapters", self.adapters != AdaptersConfig()), ("ewc.weight", self.ewc.weight > 0),
+                            ("detector", self.detector is not None)):  # fmt: skip
+            if is_set:
+                raise ValueError(f"online.{key} applies to adaptation 'dacs', not {self.adaptation!r} (TENT trains "
+                                 "the norm parameters only)")  # fmt: skip
+        return self
+
     def describe(self) -> str:
-        """The adaptation method as the run's summary names it: `source_only`, `dacs`, `dacs (gt_mix)`, ..."""
-        options = [name for name in ("target_only", "gt_mix") if getattr(self.dacs, name)]
-        if self.adaptation == "source_only" or not options:
+        """The adaptation as the run's summary names it: `source_only`, `tent`, `dacs`, `dacs (gt_mix)`,
+        `dacs (train decoder)`, `dacs (adaptformer adapters, ewc)`, ..."""
+        if self.adaptation != "dacs":
             return self.adaptation
-        return f"{self.adaptation} ({', '.join(options)})"
+        options = [name for name in ("target_only", "gt_mix") if getattr(self.dacs, name)]
+        options += ["tent"] * (self.dacs.tent_weight > 0)
+        if self.adapters.kind != "none":
+            options.append(f"{self.adapters.kind} adapters" + (", all train" * (self.adapters.train == "all")))
+        elif self.adapters.train != "all":
+            options.append(f"train {self.adapters.train}")
+        options += ["ewc"] * (self.ewc.weight > 0)
+        if self.detector is not None:
+            options.append(f"detector, {self.detector.policy}")
+        return f"dacs ({', '.join(options)})" if options else "dacs"
 
     @property
     def domains(self) -> list[str]:
@@ -217,27 +256,67 @@ def paired_train_data(config: Config, source: SegmentationDataset, target: Segme
 
 
 class DomainLog(L.Callback):
-    """Appends {"step": i, "domain": <label>} to the run's metrics for every training step of a domain."""
+    """Appends {"step": i, "domain": <label>} to the run's metrics for every training step of a domain; with a
+    domain-shift detector also its signal, whether it fired (`domain_change`) and whether the step trained."""
 
     def __init__(self, metrics_path: Path, domain: str) -> None:
         self.metrics_path, self.domain = metrics_path, domain
 
-    def on_train_batch_end(self, trainer: L.Trainer, *args: object) -> None:
-        if trainer.is_global_zero:
-            append_jsonl(self.metrics_path, {"step": trainer.global_step - 1, "domain": self.domain})
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: object) -> None:
+        if not trainer.is_global_zero:
+            return
+        step = trainer.global_step - 1
+        record: dict[str, object] = {"step": step, "domain": self.domain}
+        detector = getattr(pl_module.method, "detector", None)
+        if detector is not None:
+            record.update(detector_signal=pl_module.method.last_detector_signal, trained=pl_module.method.last_step_trains,
+                          domain_change=bool(detector.events) and detector.events[-1].step == step)  # fmt: skip
+        append_jsonl(self.metrics_path, record)
 
 
 def constant_schedules(config: Config):  # noqa: ANN201 - the engine's MakeSchedules
-    """Constant lr / weight decay over the whole sequence (an online run has no planned end)."""
+    """Constant lr (`online.lr`; TENT's `online.tent.lr`) and weight decay over the whole sequence (an online run
+    has no planned end)."""
     from pretrainlab.engine.schedules import Schedules
 
     online = config.online
+    lr = online.tent.lr if online.adaptation == "tent" else online.lr
 
     def make(steps_per_epoch: int, world_size: int) -> Schedules:
         total = steps_per_epoch * len(online.sequence)
-        return Schedules(steps_per_epoch, np.full(total, online.lr), np.full(total, online.weight_decay))
+        return Schedules(steps_per_epoch, np.full(total, lr), np.full(total, online.weight_decay))
 
     return make
+
+
+def source_fisher(config: Config, segmentor: torch.nn.Module, source: SegmentationDataset, path: Path) -> EWCAnchor:
+    """EWC's anchor: the source model's trainable parameters θ* and their diagonal Fisher, estimated once on
+    `online.ewc.fisher_batches` seeded batches of labelled source images (CE against the labels, model in eval
+    mode) and kept in `path`, so every domain step and a resumed run use the same one."""
+    from pretrainlab.eval.segmentation import train_collate
+    from pretrainlab.losses.cross_entropy import segmentation_cross_entropy
+    from pretrainlab.losses.ewc import diagonal_fisher, parameter_snapshot
+    from pretrainlab.run_dir import load_checkpoint, save_checkpoint
+
+    online = config.online
+    if not path.is_file():
+        order = np.random.default_rng((config.seed, 7)).permutation(len(source))
+        batch_size = online.batch_size
+        collate = train_collate(config)
+        batches = [collate([source[int(i)] for i in order[k * batch_size:(k + 1) * batch_size]])
+                   for k in range(min(online.ewc.fisher_batches, len(source) // batch_size))]  # fmt: skip
+        was_training = segmentor.training
+        segmentor.eval()
+        fisher = diagonal_fisher(segmentor, batches, lambda model, batch: segmentation_cross_entropy(
+            model(batch[0]).float(), batch[1], avg_non_ignore=True))  # fmt: skip
+        segmentor.train(was_training)
+        if is_rank_zero():
+            save_checkpoint({"fisher": fisher, "anchor": parameter_snapshot(segmentor)}, path)
+        log.info("EWC: diagonal Fisher of %d parameter tensors over %d source batches -> %s", len(fisher),
+                 len(batches), path)  # fmt: skip
+        return EWCAnchor(fisher, parameter_snapshot(segmentor), online.ewc.weight)
+    saved = load_checkpoint(path)
+    return EWCAnchor(saved["fisher"], saved["anchor"], online.ewc.weight)
 
 
 def load_state(segmentor: torch.nn.Module, path: Path) -> None:
