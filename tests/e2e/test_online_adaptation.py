@@ -106,7 +106,7 @@ def test_adapters_ewc_and_the_detector_policy_run_and_are_reported(tiny_syntheti
     full = run_study(load_config(CONFIG, overrides(tiny_synthetic, tmp_path, name="full", **common)))
     adapted = load_config(CONFIG, overrides(tiny_synthetic, tmp_path, name="adapters", **{
         **common, "online.adapters": {"train": "adapters", "kind": "adaptformer", "stages": "half"},
-        "online.ewc": {"weight": 10.0, "fisher_batches": 2},
+        "online.ewc": {"weight": 10.0, "fisher_batches": 2}, "online.profile_steps": 1,
         "online.detector": {"signal": "teacher_confidence", "window": 2, "threshold": 1e-9,
                             "policy": "after_change", "train_steps_after_change": 1}}))  # fmt: skip
     summary = run_study(adapted)
@@ -124,6 +124,9 @@ def test_adapters_ewc_and_the_detector_policy_run_and_are_reported(tiny_syntheti
     assert [r["step"] for r in steps if r["trained"]] == sorted(s for s in expected if s < 8)
     assert summary["detection"]["boundaries"] == [4] and summary["detection"]["events"] == events
     assert (adapted.run_dir / "plots" / "detector.png").is_file()
+    profile = (adapted.run_dir / "adapt" / "profile.md").read_text()
+    assert "| mixed backward |" in profile and "**adapters** (this run)" in profile
+    assert summary["peak_memory_mb"] > 0 and 0 < summary["backward_x_forward"] < 2.5
 
 
 @pytest.mark.slow

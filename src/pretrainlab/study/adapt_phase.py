@@ -25,6 +25,7 @@ from pretrainlab.study.phase import PHASES, PhaseConfig, StudyContext
 if TYPE_CHECKING:
     from pretrainlab.config.schema import Config
     from pretrainlab.data.formats.segmentation_datasets import SegmentationDataset, SegmentationLayout
+    from pretrainlab.data.train_data import TrainData
     from pretrainlab.engine.optim import OptimConfig
     from pretrainlab.methods.base import Method
     from pretrainlab.eval.segmentation_model import Segmentor
@@ -33,7 +34,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SUMMARY_KEYS = ("mean_target_miou", "final_miou", "forgetting")
-ADAPT_SUMMARY_KEYS = (*SUMMARY_KEYS, "trainable_params", "step_time_s", "detection")
+ADAPT_SUMMARY_KEYS = (*SUMMARY_KEYS, "trainable_params", "step_time_s", "peak_memory_mb", "profile_step_s",
+                      "backward_x_forward", "detection")
 
 
 class SourcePhaseConfig(PhaseConfig):
@@ -153,6 +155,7 @@ def run_adapt_phase(phase: AdaptPhaseConfig, place: Phase, context: StudyContext
         target = domain_dataset(config, source_train.layout, domain, "train", train_pipeline(config))
         data = paired_train_data(config, source_train, target, train_collate(config))
         adapt_dir = context.run.adapt_dir
+        profile = profile_step(config, method, data, adapt_dir) if online.profile_steps and phase.step == 0 else {}
         training_started = time.perf_counter()
         fit(method, data, optim=online_optim(config), make_schedules=constant_schedules(config), engine=config.engine,
             max_epochs=phase.step + 1, metrics_path=adapt_dir / "metrics.jsonl", logs_dir=adapt_dir / "logs",
@@ -160,6 +163,7 @@ def run_adapt_phase(phase: AdaptPhaseConfig, place: Phase, context: StudyContext
             callbacks=[DomainLog(adapt_dir / "metrics.jsonl", domain_label(domain))])  # fmt: skip
         cost = {"trainable_params": sum(p.numel() for p in method.segmentor().parameters() if p.requires_grad),
                 "step_time_s": (time.perf_counter() - training_started) / online.steps_per_domain}  # fmt: skip
+        cost.update(profile)
         if online.detector is not None:
             cost["detection"] = report_detections(context.run, config)
         scores = evaluate_domains(config, method.segmentor(), source_train.layout)
@@ -197,6 +201,52 @@ def build_online_method(config: Config, segmentor: Segmentor, source: Segmentati
         run.adapt_dir.mkdir(parents=True, exist_ok=True)
         (run.adapt_dir / "params.md").write_text(param_table_markdown(rows, title=f"{config.name}: parameters"))
     return method
+
+
+def profile_step(config: Config, method: Method, data: TrainData, adapt_dir: Path) -> dict[str, float]:
+    """Profile `online.profile_steps` steps of a copy of `method` on the first batches of `data`, in the run's
+    precision (`analysis/step_profile.py`): the step table and where the backward goes -> `adapt/profile.md` and
+    `profile.json`; returns peak_memory_mb, profile_step_s and backward_x_forward (the configured backward's FLOPs
+    over the forward's; DACS only)."""
+    import copy
+    import json
+
+    import torch
+
+    from pretrainlab.analysis.step_profile import backward_split, profile_dacs_steps, profile_tent_steps
+    from pretrainlab.distributed import is_rank_zero
+    from pretrainlab.engine.optim import build_optimizer, set_lr_and_weight_decay
+
+    online = config.online
+    batch_count = 2 + online.profile_steps + 1  # warm-up, measured, the accounting step
+    batches = [data.collate([data.dataset[(0, k * data.batch_size + i)] for i in range(data.batch_size)])
+               for k in range(batch_count)]  # fmt: skip
+    probe = copy.deepcopy(method)
+    optim = online_optim(config)
+    optimizer = build_optimizer(probe, optim)
+    set_lr_and_weight_decay(optimizer, optim.lr, optim.weight_decay)
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.engine.precision == "bf16-mixed")
+    tent = online.adaptation == "tent"
+    rng_state = torch.get_rng_state()  # dropout and drop-path draw from it: the profile must not change the run
+    with autocast:
+        step = (profile_tent_steps if tent else profile_dacs_steps)(probe, batches, optimizer, warmup=2,
+                                                                    steps=online.profile_steps)  # fmt: skip
+        split = None if tent else backward_split(method, batches[0])
+    torch.set_rng_state(rng_state)
+    text = step.markdown(f"{config.name}: one adaptation step ({config.engine.precision})")
+    record: dict[str, object] = {"step": step.to_dict()}
+    result = {"peak_memory_mb": step.summary()["peak_memory_mb"], "profile_step_s": step.step_seconds}
+    if split is not None:
+        text += "\n" + split.markdown("Where the backward goes")
+        record["backward"] = split.to_dict()
+        configured = next((row for row in split.rows if row.is_configured), split.row("all"))
+        result["backward_x_forward"] = configured.flops / max(split.forward_flops, 1)
+    if is_rank_zero():
+        adapt_dir.mkdir(parents=True, exist_ok=True)
+        (adapt_dir / "profile.md").write_text(text)
+        (adapt_dir / "profile.json").write_text(json.dumps(record, indent=2))
+    log.info("profile of one step (adapt/profile.md):\n%s", text)
+    return result
 
 
 def report_detections(run: RunDir, config: Config) -> dict[str, Any]:

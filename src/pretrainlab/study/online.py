@@ -99,6 +99,9 @@ class OnlineConfig(Strict):
     source_cache: Path | None = Field(None, description="folder (relative = under output_root) of source models "
                                       "shared by runs with the same source recipe (`study/source_models.py`); "
                                       "null = every run trains its own")  # fmt: skip
+    profile_steps: int = Field(0, ge=0, description="before the first domain: profile this many steps of the "
+                               "method (time per section, peak memory, where the backward goes) -> adapt/profile.md; "
+                               "0 = off")  # fmt: skip
     lr: float = Field(6e-5, gt=0.0, description="AdamW lr (DAFormer), constant over the online run")
     head_lr_multiplier: float = Field(10.0, gt=0.0)
     weight_decay: float = Field(0.01, ge=0.0)
