@@ -65,7 +65,7 @@ from pretrainlab.report.scores import (
 from pretrainlab.run_dir import write_json
 from pretrainlab.study.run import load_run_config
 from pretrainlab.study.runner import run_study
-from pretrainlab.sweep import SEG_METRICS, SEG_SWEEP_COLUMNS, SWEEP_COLUMNS
+from pretrainlab.sweep import required_columns
 
 log = logging.getLogger(__name__)
 
@@ -307,7 +307,7 @@ def write_results(sweep: Sweep, study: optuna.Study, objectives: Objectives, sam
     runs = list(dict.fromkeys(str(trial.user_attrs["run"]) for trial in trials if "run" in trial.user_attrs))
     rows = [read_run_scores(sweep.study_dir / run, run) for run in runs if (sweep.study_dir / run).is_dir()]
     metric = sweep.file.metric
-    required = SEG_SWEEP_COLUMNS if metric in SEG_METRICS else SWEEP_COLUMNS
+    required = required_columns(metric)
     table = build_score_table(rows, metric, required=required, first="trial", title=f"Search `{sweep.file.study}`")
     md_path, _ = table.write(sweep.study_dir)
     params = list(search_section(sweep).params)

@@ -37,6 +37,13 @@ ONLINE_SWEEP_COLUMNS = ("mean_target_miou", "mean_final_miou", "mean_forgetting"
 ONLINE_METRICS = frozenset({"mean_target_miou", "mean_final_miou", "mean_forgetting"})
 
 
+def required_columns(metric: str) -> tuple[str, ...]:
+    """The columns a sweep (or search) table shows even before any run has them: those of its metric's workflow."""
+    if metric in SEG_METRICS:
+        return SEG_SWEEP_COLUMNS
+    return ONLINE_SWEEP_COLUMNS if metric in ONLINE_METRICS else SWEEP_COLUMNS
+
+
 def is_finished(sweep: Sweep, variant: str) -> bool:
     return (sweep.configs[variant].run_dir / "summary.json").is_file()
 
@@ -91,8 +98,6 @@ def sweep_score_table(sweep: Sweep) -> ScoreTable:
     """One row per variant (finished or not), sorted by the sweep's metric; the columns of its kind of metric
     are shown even before any run has them."""
     rows = [read_run_scores(config.run_dir, variant) for variant, config in sweep.configs.items()]
-    metric = sweep.file.metric
-    required = (SEG_SWEEP_COLUMNS if metric in SEG_METRICS else ONLINE_SWEEP_COLUMNS if metric in ONLINE_METRICS
-                else SWEEP_COLUMNS)  # fmt: skip
+    required = required_columns(sweep.file.metric)
     return build_score_table(rows, sweep.file.metric, required=required, first="variant",
                              title=f"Sweep `{sweep.file.study}`")  # fmt: skip

@@ -16,7 +16,6 @@ import torch
 from torch import Tensor
 
 from pretrainlab.analysis.step_profile import (
-    BACKWARD_SETS,
     EMA_UPDATE,
     MIXED_BACKWARD,
     MIXED_FORWARD,
@@ -28,12 +27,12 @@ from pretrainlab.analysis.step_profile import (
     SOURCE_FORWARD,
     TARGET_BACKWARD,
     TARGET_FORWARD,
-    backward_split,
     cpu_peak_memory,
     flop_counter,
     profile_dacs_steps,
     profile_tent_steps,
 )
+from pretrainlab.analysis.backward_split import BACKWARD_SETS, backward_split
 from pretrainlab.engine.freeze import set_trainable
 from pretrainlab.engine.optim import OptimConfig, build_optimizer, set_lr_and_weight_decay
 from pretrainlab.engine.schedules import StepValues

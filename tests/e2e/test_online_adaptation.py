@@ -127,6 +127,10 @@ def test_adapters_ewc_and_the_detector_policy_run_and_are_reported(tiny_syntheti
     profile = (adapted.run_dir / "adapt" / "profile.md").read_text()
     assert "| mixed backward |" in profile and "**adapters** (this run)" in profile
     assert summary["peak_memory_mb"] > 0 and 0 < summary["backward_x_forward"] < 2.5
+    report = (adapted.run_dir / "report.md").read_text()
+    for heading in ("## Online adaptation", "### Detected domain changes", "### Cost of one step", "### Parameters"):
+        assert heading in report
+    assert "## Pretraining" not in report and "![domains](plots/domains.png)" in report
 
 
 @pytest.mark.slow

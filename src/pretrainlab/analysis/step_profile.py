@@ -49,31 +49,11 @@ The batches must number `warmup + steps + 1`; `itertools.repeat(batch)` reuses o
 the optimizer are trained by the profile: give it a deep copy. It runs in the caller's precision
 context (wrap it in `torch.autocast` to profile mixed precision).
 
-Where the backward goes (`backward_split`). Freezing the backbone and training adapters cuts the
-trainable parameters (47 M -> 3 M in issue 12's runs) far more than the backward time (1.5×). A
-backward computes, layer by layer, the gradient of its input (dX), which carries the gradient
-further down, and of its weights (dW); for a linear layer or a convolution each costs about one
-forward. Freezing a weight saves its dW only: dX still flows through every block between the loss
-and the first adapted block. Decoder-only training (backbone frozen, no adapters) records no graph
-in the backbone, so its backward stops at the head. `backward_split` measures this on one mixed
-batch: one forward of the student with every parameter and the images requiring gradients, then
-`torch.autograd.grad` of the mixed loss with respect to each set in turn — autograd runs only the
-nodes on a path to the requested tensors and skips the dW of any weight not requested, so each is
-the backward of that training mode:
-
-    all        every student parameter (full finetuning): dX + dW everywhere, ≈ 2 × forward
-    adapters   the head and the adapters (when the student has some): dX from the loss down to the
-               first adapted block, dW of the adapters and the head
-    decoder    the head only: the backward stops at the head
-    input      the images only, no parameter: dX through the whole network, no dW at all
-
-For each: the parameters whose gradient it computes, its FLOPs (FlopCounterMode), its FLOPs over the
-forward's, and its median wall time over `repeats` runs.
+Where the backward goes, per training mode: `analysis/backward_split.py`.
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import statistics
 import time
@@ -89,12 +69,10 @@ from torch.autograd.profiler_util import MEMORY_EVENT_NAME
 from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode, conv_flop_count
 
-from pretrainlab.engine.freeze import matches
 from pretrainlab.engine.schedules import StepValues
 from pretrainlab.losses.cross_entropy import segmentation_cross_entropy
-from pretrainlab.methods.dacs import DACS, feature_distance, weighted_segmentation_cross_entropy
+from pretrainlab.methods.dacs import DACS, weighted_segmentation_cross_entropy
 from pretrainlab.methods.tent import TENT, entropy_loss_term
-from pretrainlab.models.adapters import AdaptersConfig, adapter_parameter_names, trainable_patterns
 
 Batch = tuple[Tensor, Tensor, Tensor, Tensor]  # source images (B, 3, H, W), source labels (B, H, W), target both
 
@@ -104,12 +82,6 @@ MIXED_FORWARD, MIXED_BACKWARD = "mixed forward", "mixed backward"
 TARGET_FORWARD, TARGET_BACKWARD = "target forward", "target backward"
 OPTIMIZER_STEP, EMA_UPDATE = "optimizer step", "EMA update"
 SHIFT_DETECTION = "shift detection"
-BACKWARD_SETS: dict[str, str] = {
-    "all": "every parameter (full finetuning)",
-    "adapters": "head + adapters (backbone frozen)",
-    "decoder": "head only (backbone frozen, no adapters)",
-    "input": "the images only (input gradient, no weight gradient)",
-}
 MIB = 2**20
 
 
@@ -132,7 +104,7 @@ def flop_counter() -> FlopCounterMode:
     return FlopCounterMode(display=False, custom_mapping={torch.ops.aten.convolution_backward: _conv_backward_flop})
 
 
-def _synchronize(device: torch.device) -> None:
+def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -149,7 +121,7 @@ class _SectionClock:
         self.end: float | None = None  # the last section's end
 
     def now(self) -> float:
-        _synchronize(self.device)
+        synchronize(self.device)
         return time.perf_counter()
 
     @contextmanager
@@ -210,11 +182,11 @@ def _step_memory(run: Callable[[], object], device: torch.device) -> int:
         return cpu_peak_memory(run)
     if device.type != "cuda":
         raise ValueError(f"step memory is measured on cpu and cuda, not {device.type}")
-    _synchronize(device)
+    synchronize(device)
     torch.cuda.reset_peak_memory_stats(device)
     start = torch.cuda.memory_allocated(device)
     run()
-    _synchronize(device)
+    synchronize(device)
     return torch.cuda.max_memory_allocated(device) - start
 
 
@@ -294,7 +266,7 @@ class StepProfile:
         return json.dumps(self.to_dict(), indent=2)
 
 
-def _to_device(batch: Batch, device: torch.device) -> Batch:
+def batch_to_device(batch: Batch, device: torch.device) -> Batch:
     return tuple(tensor.to(device, non_blocking=True) for tensor in batch)  # type: ignore[return-value]
 
 
@@ -303,7 +275,7 @@ def _next_batch(batches: Iterator[Batch], device: torch.device, taken: int, need
     if batch is None:
         raise ValueError(f"the batches ran out after {taken}: the profile needs warmup + steps + 1 = {needed} "
                          "(itertools.repeat(batch) reuses one)")  # fmt: skip
-    return _to_device(batch, device)
+    return batch_to_device(batch, device)
 
 
 def _profile_steps(
@@ -357,27 +329,6 @@ def _backward(loss: Tensor | None) -> None:
 # --------------------------------------------------------------------------- DACS
 
 
-def _dacs_clean_losses(
-    method: DACS, source_images: Tensor, source_labels: Tensor, target_images: Tensor
-) -> dict[str, Tensor]:
-    """The losses of `DACS.training_step` but the mixed one (DAFormer's `clean_loss` group): EWC's
-    penalty, source CE and source FD (`source_losses`), the target FD and TENT's entropy term, each when on."""
-    settings = method.settings
-    outputs: dict[str, Tensor] = {}
-    if method.ewc is not None:
-        outputs["loss_ewc"] = method.ewc.penalty(method.student)
-    if settings.source_weight > 0 or settings.use_feature_distance:
-        outputs.update(method.source_losses(source_images, source_labels))
-    if settings.use_target_feature_distance:
-        features = method.student.backbone_maps(target_images)[-1]  # (B, D, h, w)
-        with torch.no_grad():
-            reference = method.reference_backbone(target_images).maps[-1]
-        outputs["loss_fd_target"] = settings.fd_lambda * feature_distance(features, reference)
-    if settings.tent_weight > 0:
-        outputs.update(entropy_loss_term(method.student(target_images).float(), settings.tent_weight))
-    return outputs
-
-
 def _has_clean_losses(method: DACS) -> bool:
     settings = method.settings
     return (method.ewc is not None or settings.source_weight > 0 or settings.use_feature_distance
@@ -401,7 +352,7 @@ def _dacs_step(
             method.detector_allows_training(target_images, iteration, {})
     if _has_clean_losses(method):
         with clock.section(SOURCE_FORWARD):
-            clean_loss = _loss_sum(_dacs_clean_losses(method, source_images, source_labels, target_images))
+            clean_loss = _loss_sum(method.clean_losses(source_images, source_labels, target_images))
         with clock.section(SOURCE_BACKWARD):
             _backward(clean_loss)
     with clock.section(PSEUDO_LABELLING):
@@ -466,122 +417,3 @@ def profile_tent_steps(
     """Profile of TENT steps (see the module docstring); trains `method`: pass a copy. Arguments as
     `profile_dacs_steps`'s."""
     return _profile_steps(method, _tent_step, batches, optimizer, warmup, steps)
-
-
-# --------------------------------------------------------------------------- where the backward goes
-
-
-@dataclass(frozen=True)
-class BackwardCost:
-    """The backward of the mixed loss with respect to one set of tensors (`BACKWARD_SETS`)."""
-
-    name: str
-    parameters: int  # parameters whose gradient it computes (0 for `input`)
-    flops: int
-    seconds: float  # median wall time
-    is_configured: bool  # the set that trains in the method as given
-
-
-@dataclass(frozen=True)
-class BackwardSplit:
-    """Backward costs of the training modes on one mixed batch, beside the forward's FLOPs."""
-
-    forward_flops: int
-    rows: list[BackwardCost]
-
-    def row(self, name: str) -> BackwardCost:
-        found = [row for row in self.rows if row.name == name]
-        if not found:
-            raise KeyError(f"no backward row {name!r}; rows: {', '.join(row.name for row in self.rows)}")
-        return found[0]
-
-    def markdown(self, title: str | None = None) -> str:
-        """A table gradients of | parameters | GFLOP | × forward | ms, then how to read it."""
-        lines = [f"# {title}", ""] if title else []
-        lines += ["| gradients of | parameters | GFLOP | × forward | ms |", "|---|---:|---:|---:|---:|"]
-        for row in self.rows:
-            name = f"**{row.name}** (this run)" if row.is_configured else f"`{row.name}`"
-            lines.append(f"| {name}: {BACKWARD_SETS[row.name]} | {row.parameters:,} | {row.flops / 1e9:.3f} | "
-                         f"{row.flops / max(self.forward_flops, 1):.2f} | {1e3 * row.seconds:.1f} |")  # fmt: skip
-        lines += ["", f"Backward of the mixed loss on one batch; its forward: {self.forward_flops / 1e9:.3f} GFLOP."]
-        full, dx_only = self.row("all"), self.row("input")
-        lines.append(f"The input gradient alone (`input`: through the whole network, no weight gradient) costs "
-                     f"{_percent(dx_only.flops, full.flops)} of the full backward's FLOPs: freezing a weight saves "
-                     "its weight gradient only; the input gradient still flows through every block between the loss "
-                     "and the first trained parameter.")  # fmt: skip
-        if any(row.name == "adapters" for row in self.rows):
-            adapters = self.row("adapters")
-            lines.append(f"`adapters` computes the gradients of {_percent(adapters.parameters, full.parameters)} of "
-                         f"the parameters for {_percent(adapters.flops, full.flops)} of the FLOPs "
-                         f"({_percent(adapters.seconds, full.seconds)} of the time).")  # fmt: skip
-        return "\n".join(lines) + "\n"
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2)
-
-
-def _percent(part: float, whole: float) -> str:
-    return f"{100.0 * part / whole:.1f} %" if whole else "n/a"
-
-
-def _gradient_sets(student: nn.Module) -> dict[str, list[str]]:
-    """Parameter names per training mode of `AdaptersConfig.train`, as `trainable_patterns` selects them."""
-    names = [name for name, _ in student.named_parameters()]
-    adapter_names = adapter_parameter_names(student)
-    sets = {}
-    for mode in ("all", "adapters", "decoder"):
-        if mode == "adapters" and not adapter_names:
-            continue
-        # trainable_patterns reads only `train`; the config's kind is irrelevant to it
-        patterns = trainable_patterns(AdaptersConfig.model_construct(train=mode), adapter_names)
-        sets[mode] = names if patterns == "all" else [n for n in names if any(matches(n, p) for p in patterns)]
-    return sets
-
-
-def _backward_cost(loss: Tensor, inputs: list[Tensor], device: torch.device, repeats: int) -> tuple[int, float]:
-    """FLOPs (of a first, untimed run) and median seconds of `repeats` runs of d loss / d inputs."""
-    with flop_counter() as counter:
-        torch.autograd.grad(loss, inputs, retain_graph=True, allow_unused=True)
-    seconds = []
-    for _ in range(repeats):
-        _synchronize(device)
-        start = time.perf_counter()
-        torch.autograd.grad(loss, inputs, retain_graph=True, allow_unused=True)
-        _synchronize(device)
-        seconds.append(time.perf_counter() - start)
-    return counter.get_total_flops(), statistics.median(seconds)
-
-
-def backward_split(method: DACS, batch: Batch, *, repeats: int = 3, iteration: int = 0) -> BackwardSplit:
-    """Backward cost of the mixed loss per training mode (`all`, `adapters` when the student has
-    adapters, `decoder`, `input`; see the module docstring), on a copy of `method`.
-
-    Args:
-        batch: one batch as `profile_dacs_steps` takes; its mixed batch uses the generator of `iteration`.
-        repeats: timed runs per mode (their median is reported), after one untimed run counting FLOPs.
-    """
-    if repeats < 1:
-        raise ValueError(f"repeats must be >= 1, got {repeats}")
-    work = copy.deepcopy(method).train()
-    student = work.student
-    device = next(student.parameters()).device
-    source_images, source_labels, target_images, target_labels = _to_device(batch, device)
-    configured = [name for name, param in student.named_parameters() if param.requires_grad]
-    sets = _gradient_sets(student)
-    student.requires_grad_(True)  # one graph through everything; each backward asks for its own set
-    mixed = work.mixed_batch(source_images, source_labels, target_images, target_labels, work.generator(iteration))
-    images = mixed.images.detach().requires_grad_(True)  # (B, 3, H, W)
-    with flop_counter() as counter:
-        logits = student(images).float()  # (B, K, H, W)
-        loss = work.settings.mix_weight * weighted_segmentation_cross_entropy(logits, mixed.labels, mixed.weights)
-    params = dict(student.named_parameters())
-    rows = []
-    for name, names in [*sets.items(), ("input", [])]:
-        inputs = [params[n] for n in names] if names else [images]
-        flops, seconds = _backward_cost(loss, inputs, device, repeats)
-        count = sum(params[n].numel() for n in names)
-        rows.append(BackwardCost(name, count, flops, seconds, is_configured=bool(names) and names == configured))
-    return BackwardSplit(counter.get_total_flops(), rows)

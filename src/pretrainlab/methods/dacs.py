@@ -333,19 +333,7 @@ class DACS(Method):
         outputs: dict[str, Tensor] = {}
         if self.detector is not None and not self.detector_allows_training(target_images, step.iteration, outputs):
             return outputs  # inference only: no loss, so the engine neither updates nor moves the teacher
-        if self.ewc is not None:
-            outputs["loss_ewc"] = self.ewc.penalty(self.student)
-        if settings.source_weight > 0 or settings.use_feature_distance:
-            outputs.update(self.source_losses(source_images, source_labels))
-        if settings.use_target_feature_distance:
-            features = self.student.backbone_maps(target_images)[-1]  # (B, D, h, w)
-            with torch.no_grad():
-                reference = self.reference_backbone(target_images).maps[-1]
-            outputs["loss_fd_target"] = settings.fd_lambda * feature_distance(features, reference)
-
-        if settings.tent_weight > 0:
-            outputs.update(entropy_loss_term(self.student(target_images).float(), settings.tent_weight))
-
+        outputs.update(self.clean_losses(source_images, source_labels, target_images))
         mixed = self.mixed_batch(
             source_images, source_labels, target_images, target_labels, self.generator(step.iteration)
         )
@@ -357,6 +345,24 @@ class DACS(Method):
         valid = target_labels != IGNORE_INDEX
         if mixed.pseudo_labels is not None and bool(valid.any()):
             outputs["target_accuracy"] = (mixed.pseudo_labels == target_labels)[valid].float().mean()
+        return outputs
+
+    def clean_losses(self, source_images: Tensor, source_labels: Tensor, target_images: Tensor) -> dict[str, Tensor]:
+        """Every loss of the step but the mixed one (DAFormer's `clean_loss` group), each when on: EWC's penalty,
+        source CE and source FD (`source_losses`), the target FD and TENT's entropy term."""
+        settings = self.settings
+        outputs: dict[str, Tensor] = {}
+        if self.ewc is not None:
+            outputs["loss_ewc"] = self.ewc.penalty(self.student)
+        if settings.source_weight > 0 or settings.use_feature_distance:
+            outputs.update(self.source_losses(source_images, source_labels))
+        if settings.use_target_feature_distance:
+            features = self.student.backbone_maps(target_images)[-1]  # (B, D, h, w)
+            with torch.no_grad():
+                reference = self.reference_backbone(target_images).maps[-1]
+            outputs["loss_fd_target"] = settings.fd_lambda * feature_distance(features, reference)
+        if settings.tent_weight > 0:
+            outputs.update(entropy_loss_term(self.student(target_images).float(), settings.tent_weight))
         return outputs
 
     @torch.no_grad()

@@ -113,11 +113,41 @@ def seg_curve_section(run: RunDir, phases: list[dict[str, Any]]) -> str | None:
     return "\n".join(lines)
 
 
+def online_section(run: RunDir, summary: dict[str, Any]) -> str | None:
+    """Online adaptation (W2): the domains × steps table and heatmap, the detected domain changes against the
+    true ones, the step profile and the parameter table; None for a run without `eval/domains.md`."""
+    if not (run.eval_dir / "domains.md").is_file():
+        return None
+    forgetting = summary.get("forgetting") or {}
+    lines = ["## Online adaptation", "",
+             f"- mean target mIoU: **{summary.get('mean_target_miou') or 0:.2f}**; mean forgetting: "
+             f"{sum(forgetting.values()) / max(len(forgetting), 1):.2f} (per domain: best − final mIoU)",
+             "", "mIoU per domain (columns) after each domain step (rows; bold: the domain trained on):", "",
+             (run.eval_dir / "domains.md").read_text().strip(), "", "![domains](plots/domains.png)", ""]  # fmt: skip
+    detection = summary.get("detection")
+    if detection:
+        delays = ", ".join("missed" if d is None else str(d) for d in detection["delays"])
+        lines += ["### Detected domain changes", "",
+                  f"- true changes at steps {detection['boundaries']}; detected at {detection['events']}",
+                  f"- delay per true change (steps): {delays}; missed {detection['missed']}; false alarms "
+                  f"{detection['false_alarms']} (at {detection['false_alarm_steps']})",
+                  f"- steps that trained: {detection['trained_steps']} of {detection['steps']}", "",
+                  "![detector](plots/detector.png)", ""]  # fmt: skip
+    for name, title in (("profile.md", "Cost of one step"), ("params.md", "Parameters")):
+        path = run.adapt_dir / name
+        if path.is_file():
+            text = "\n".join(line.replace("# ", "#### ", 1) if line.startswith("# ") else line
+                             for line in path.read_text().strip().splitlines())  # fmt: skip
+            lines += [f"### {title}", "", text, ""]
+    return "\n".join(lines)
+
+
 def write_run_report(run: RunDir, summary: dict[str, Any]) -> Path:
     """Plots and report.md of a study; `summary` is what summary.json holds."""
     metrics = run.read_metrics()
     phases = summary.get("phases", [])
-    plot_loss(metrics, run.plots / "loss.png")
+    if metrics:
+        plot_loss(metrics, run.plots / "loss.png")
     lines = [
         f"# Run `{run.path.name}`",
         "",
@@ -129,16 +159,17 @@ def write_run_report(run: RunDir, summary: dict[str, Any]) -> Path:
         "",
     ]
     lines += [section for section in (knn_section(run, summary, knn_curve(metrics, phases)),
-                                       seg_curve_section(run, phases)) if section]  # fmt: skip
+                                       seg_curve_section(run, phases), online_section(run, summary)) if section]  # fmt: skip
     reconstructions = [phase for phase in phases if phase["kind"] == "reconstruct"]
     if reconstructions:
         last = reconstructions[-1]
         lines += [f"## Reconstructions after epoch {last['epoch']}", "",
                   f"![reconstructions]({last['reconstructions']})", ""]  # fmt: skip
-    lines += ["## Pretraining", "", "![loss](plots/loss.png)", ""]
+    if metrics:
+        lines += ["## Pretraining", "", "![loss](plots/loss.png)", ""]
     lines += ["## Phases", "", "| phase | epoch | result | seconds |", "|---|---:|---|---:|"]
     for phase in phases:
-        shown = {k: v for k, v in phase.items() if k.endswith(("top1", "miou"))}
+        shown = {k: v for k, v in phase.items() if k.endswith(("top1", "miou")) and not isinstance(v, dict)}
         lines.append(f"| {phase['phase']} | {phase.get('epoch', '')} | {json.dumps(shown)} | {phase['seconds']:.0f} |")
     lines.append("")
     section = seg_section(run, phases)

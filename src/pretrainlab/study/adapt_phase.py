@@ -213,7 +213,8 @@ def profile_step(config: Config, method: Method, data: TrainData, adapt_dir: Pat
 
     import torch
 
-    from pretrainlab.analysis.step_profile import backward_split, profile_dacs_steps, profile_tent_steps
+    from pretrainlab.analysis.backward_split import backward_split
+    from pretrainlab.analysis.step_profile import profile_dacs_steps, profile_tent_steps
     from pretrainlab.distributed import is_rank_zero
     from pretrainlab.engine.optim import build_optimizer, set_lr_and_weight_decay
 
