@@ -220,7 +220,8 @@ def profile_step(config: Config, method: Method, data: TrainData, adapt_dir: Pat
 
     online = config.online
     batch_count = 2 + online.profile_steps + 1  # warm-up, measured, the accounting step
-    batches = [data.collate([data.dataset[(0, k * data.batch_size + i)] for i in range(data.batch_size)])
+    dataset = copy.deepcopy(data.dataset)  # its augmentation rng advances with every sample: not the run's
+    batches = [data.collate([dataset[(0, k * data.batch_size + i)] for i in range(data.batch_size)])
                for k in range(batch_count)]  # fmt: skip
     probe = copy.deepcopy(method)
     optim = online_optim(config)
