@@ -34,9 +34,9 @@ import torch
 from torch import Tensor, nn
 
 from pretrainlab.analysis.step_profile import Batch, batch_to_device, flop_counter, synchronize
-from pretrainlab.engine.freeze import matches
 from pretrainlab.methods.dacs import DACS, weighted_segmentation_cross_entropy
 from pretrainlab.models.adapters import AdaptersConfig, adapter_parameter_names, trainable_patterns
+from pretrainlab.name_patterns import matches
 
 BACKWARD_SETS: dict[str, str] = {
     "all": "every parameter (full finetuning)",

@@ -16,22 +16,17 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from fnmatch import fnmatchcase
 from typing import Literal
 
 from torch import nn
 
+from pretrainlab.name_patterns import matches
 from pretrainlab.registry import did_you_mean
 
 log = logging.getLogger(__name__)
 
 FinetuneMode = Literal["frozen", "full"]
 MODE_TRAINS: dict[str, tuple[str, ...] | Literal["all"]] = {"frozen": ("head",), "full": "all"}
-
-
-def matches(name: str, pattern: str) -> bool:
-    """True when `pattern` is `name`, a module prefix of it, or a glob matching it."""
-    return fnmatchcase(name, pattern) or fnmatchcase(name, pattern + ".*")
 
 
 def check_patterns(names: Sequence[str], patterns: Iterable[str], what: str) -> None:

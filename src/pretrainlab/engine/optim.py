@@ -19,7 +19,8 @@ from pydantic import Field
 from torch import nn
 
 from pretrainlab.config.component import Strict
-from pretrainlab.engine.freeze import check_patterns, matches
+from pretrainlab.engine.freeze import check_patterns
+from pretrainlab.name_patterns import matches
 from pretrainlab.engine.schedules import cosine_schedule
 
 Beta = Annotated[float, Field(ge=0.0, lt=1.0)]

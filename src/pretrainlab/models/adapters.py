@@ -62,8 +62,8 @@ from timm.models import pvt_v2, vision_transformer
 from torch import Tensor, nn
 
 from pretrainlab.config.component import Strict
-from pretrainlab.engine.freeze import matches
 from pretrainlab.models.backbones.base import Backbone
+from pretrainlab.name_patterns import matches
 from pretrainlab.registry import did_you_mean
 
 log = logging.getLogger(__name__)
