@@ -9,6 +9,7 @@ import yaml
 
 from pretrainlab.cli import main
 from pretrainlab.config import ConfigError, load_config
+from pretrainlab.config.loading import dump_config, validate_config
 from pretrainlab.methods.dino import DINOConfig
 from pretrainlab.methods.simclr import SimCLRConfig
 from pretrainlab.config.sweeps import expand_sweep
@@ -103,14 +104,19 @@ def test_cli_prints_one_line_and_exits_2(tmp_path: Path, capsys: pytest.CaptureF
     assert "backbone.name: unknown backbone 'timmm'; did you mean 'timm'?" in err
 
 
-def test_shipped_configs_load() -> None:
+def test_shipped_configs_load_and_their_saved_form_reloads_equal() -> None:
+    """Every shipped config and sweep variant loads, and its config.yaml (what a run saves) validates back to the
+    same config: resume, `evaluate --run` and sweeps compare against it."""
     root = Path(__file__).resolve().parents[2] / "configs"
     files = sorted(root.rglob("*.yaml"))
     assert files, "no configs shipped"
     for path in files:
         data = yaml.safe_load(path.read_text()) or {}
         if "variants" in data or "search" in data:
-            for preset in [None, *expand_sweep(path).file.presets]:  # a sweep / search file: all of it, every preset
-                expand_sweep(path, preset=preset)
+            configs = [config for preset in [None, *expand_sweep(path).file.presets]  # every variant, every preset
+                       for config in expand_sweep(path, preset=preset).configs.values()]  # fmt: skip
         else:
-            load_config(path)
+            configs = [load_config(path)]
+        for config in configs:
+            saved = yaml.safe_load(dump_config(config))
+            assert validate_config(saved, f"{path}: {config.name}") == config, f"{path}: {config.name}"

@@ -22,5 +22,8 @@ def test_rates_may_be_numbers_and_the_phases_follow_the_sequence() -> None:
 def test_unknown_domains_and_a_frozen_source_model_are_refused() -> None:
     with pytest.raises(ConfigError, match="domain 'fog' is neither 'clear' nor a rain rate"):
         load_config(None, [*MIT, "online={sequence: [clear, fog]}"])
+    with pytest.raises(ConfigError, match=r"online: .*sequence=\['clear'\] has no rain rate to render"):
+        load_config(None, [*MIT, "online={sequence: [clear]}"])
+    assert load_config(None, [*MIT, "online={sequence: [clear], render_rain: false}"]).online.sequence == ["clear"]
     with pytest.raises(ConfigError, match="set eval.seg.mode: full"):
         load_config(None, ["online={sequence: [clear, 25]}"])

@@ -118,7 +118,10 @@ class AdaptersConfig(Strict):
             raise ValueError(f"kind={self.kind!r} with train='decoder': the adapters would stay zero; "
                              "use train='adapters' (or 'all'), or kind='none'")  # fmt: skip
         own = KIND_OPTIONS.get(self.kind, ())
-        foreign = sorted(({key for keys in KIND_OPTIONS.values() for key in keys} - set(own)) & self.model_fields_set)
+        other_kinds_options = {key for keys in KIND_OPTIONS.values() for key in keys} - set(own)
+        # an option of another kind at its default is no error: a saved config (config.yaml) lists every field
+        foreign = sorted(key for key in other_kinds_options & self.model_fields_set
+                         if getattr(self, key) != type(self).model_fields[key].default)  # fmt: skip
         if foreign:
             raise ValueError(f"{', '.join(foreign)}: not an option of kind={self.kind!r} "
                              f"(its options: {', '.join(own) or 'none'})")  # fmt: skip

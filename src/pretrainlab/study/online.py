@@ -124,6 +124,13 @@ class OnlineConfig(Strict):
         return sequence
 
     @model_validator(mode="after")
+    def _rain_to_render(self) -> OnlineConfig:
+        if self.render_rain and all(name == CLEAR for name in self.sequence):
+            raise ValueError(f"sequence={self.sequence} has no rain rate to render: add one (mm/h, e.g. 25), or set "
+                             "render_rain: false for a dataset that has its domains")  # fmt: skip
+        return self
+
+    @model_validator(mode="after")
     def _dacs_only_options(self) -> OnlineConfig:
         if self.adaptation == "dacs":
             return self
