@@ -146,7 +146,7 @@ def run_adapt_phase(phase: AdaptPhaseConfig, place: Phase, context: StudyContext
     domain = online.sequence[phase.step]
     if online.adaptation == "source_only":  # the model stays the source model: its scores are the source phase's
         scores = next(r["miou"] for r in context.run.phase_results() if r["kind"] == "source")
-        cost = {"trainable_params": 0, "step_time_s": 0.0}
+        cost = {"trainable_params": 0}  # no training step: no step time
     else:
         source_train, _ = build_seg_datasets(config)
         segmentor = build_source_segmentor(config, source_train.num_classes)
