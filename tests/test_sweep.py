@@ -101,13 +101,14 @@ def test_sweep_runs_two_tiny_variants_then_skips_them(tiny_synthetic: Path, tmp_
     assert main(["-q", "sweep", str(path), "--preset", "one_epoch", *overrides]) == 0
     study = tmp_path / "runs" / "tiny"
     lines = (study / "scores.csv").read_text().splitlines()
-    assert (
-        lines[0] == "variant,knn_top1,knn_top1_random_init,linear_top1,linear_top1_random_init,num_params,wall_time_s"
-    )
-    rows = {line.split(",")[0]: line.split(",")[1:] for line in lines[1:]}
+    assert lines[0] == ("variant,knn_top1,knn_top1_random_init,knn_f1,knn_f1_random_init,linear_top1,"
+                        "linear_top1_random_init,num_params,wall_time_s")
+    header = lines[0].split(",")
+    rows = {line.split(",")[0]: dict(zip(header, line.split(","))) for line in lines[1:]}
     assert set(rows) == {"cold", "warm"}
-    assert rows["cold"][2] == "" and 0.0 <= float(rows["warm"][2]) <= 100.0  # linear probe only where enabled
-    assert all(int(values[4]) > 0 for values in rows.values())  # parameter counts
+    assert rows["cold"]["linear_top1"] == "" and 0.0 <= float(rows["warm"]["linear_top1"]) <= 100.0  # where enabled
+    assert all(0.0 <= float(row["knn_f1"]) <= 100.0 for row in rows.values())  # macro F1 in %
+    assert all(int(row["num_params"]) > 0 for row in rows.values())
     assert json.loads((study / "warm" / "eval" / "epoch_2" / "linear" / "linear.json").read_text())["random_init"]["top1"] >= 0.0
     assert "| variant |" in (study / "scores.md").read_text()
 

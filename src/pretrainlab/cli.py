@@ -1,17 +1,23 @@
-"""`pretrainlab` command line: data synth|rain | pretrain | evaluate knn|linear|seg | study | sweep | search | export | report | analyze params.
+"""`pretrainlab` command line: data synth|rain | pretrain | evaluate knn|linear|seg | study | sweep | search | export | report | analyze params|embeddings|attention|gradcam|landscape.
 
 Config errors print one line per problem (file, dotted key, what was expected) and
 exit with status 2, before any data is read.
+
+`analyze embeddings|attention|gradcam|landscape --run DIR` each come from a module of
+`pretrainlab.analysis` exposing `add_cli_arguments(parser)` and `run_cli(args) -> int`, imported
+only when its sub-command is parsed (`ANALYSES`, `AnalysisParser`).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import sys
 import warnings
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.logging import RichHandler
@@ -21,6 +27,40 @@ from pretrainlab.config.search_space import SAMPLERS
 from pretrainlab.engine.malloc import keep_freed_memory
 
 log = logging.getLogger("pretrainlab")
+
+ANALYSES = {  # `analyze <name> --run DIR`: (module with add_cli_arguments / run_cli, help)
+    "embeddings": ("pretrainlab.analysis.embeddings",
+                   "t-SNE / UMAP of pooled val features by class -> plots/embeddings_<method>.png, analysis/"),
+    "attention": ("pretrainlab.analysis.attention",
+                  "ViT: last block's CLS attention per head, DINO's 60 %% maps -> plots/attention.png, analysis/"),
+    "gradcam": ("pretrainlab.analysis.gradcam",
+                "Grad-CAM of the run's linear probe, CNN or ViT -> plots/gradcam.png, analysis/"),
+    "landscape": ("pretrainlab.analysis.landscape",
+                  "loss landscape (Li et al. 2018) of the backbone under its linear probe -> plots/landscape_*.png"),
+}  # fmt: skip
+
+
+class AnalysisParser(argparse.ArgumentParser):
+    """Parser of an `analyze` sub-command. With `module`, its options and handler come from that module
+    (`add_cli_arguments(parser)`, `run_cli(args) -> int`), imported when the sub-command is parsed: the
+    other verbs neither import the analyses nor fail on one that cannot be imported."""
+
+    def __init__(self, *args: Any, module: str | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.module = module
+
+    def parse_known_args(
+        self, args: list[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        if self.module is not None:
+            name, self.module = self.module, None
+            try:
+                module = importlib.import_module(name)
+            except ImportError as error:
+                self.error(f"{name} cannot be imported: {error}")
+            module.add_cli_arguments(self)
+            self.set_defaults(handler=module.run_cli)
+        return super().parse_known_args(args, namespace)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,6 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--val", type=int, default=2000, help="classification val images")
     synth.add_argument("--seg-train", type=int, default=1000, help="segmentation train scenes")
     synth.add_argument("--seg-val", type=int, default=200, help="segmentation val scenes")
+    synth.add_argument("--cifar-layout", action="store_true",
+                       help="also write the classification images as CIFAR-10 batches (cifar-10-batches-py/)")
+    synth.add_argument("--detection-train", type=int, default=0, help="COCO detection set: train images")
+    synth.add_argument("--detection-val", type=int, default=0, help="COCO detection set: val images")
     synth.set_defaults(handler=cmd_data_synth)
     rain = data_verbs.add_parser("rain", help="clear + rendered-rain domains of a segmentation set")
     rain.add_argument("--src", type=Path, required=True, help="ADE20k- or Cityscapes-layout segmentation folder")
@@ -147,8 +191,10 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", type=Path, help="folder for scores.md / scores.csv (default: the first DIR)")
     report.set_defaults(handler=cmd_report)
 
-    analyze = verbs.add_parser("analyze", help="inspect a model")
-    analyze_verbs = analyze.add_subparsers(dest="analyze_verb", required=True, metavar="WHAT")
+    analyze = verbs.add_parser("analyze", help="inspect a model or a run -> <run>/analysis/<what>.md (+ plots/)")
+    analyze_verbs = analyze.add_subparsers(
+        dest="analyze_verb", required=True, metavar="WHAT", parser_class=AnalysisParser
+    )
     params = analyze_verbs.add_parser(
         "params", help="per-module parameters (trainable / frozen) and FLOPs -> <run>/analysis/params.md"
     )
@@ -156,6 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
     params.add_argument("--depth", type=int, default=2, help="module nesting depth shown (1 = top-level modules)")
     params.add_argument("--image-size", type=int, help="input size for FLOPs (default: data.image_size)")
     params.set_defaults(handler=cmd_analyze_params)
+    for name, (module, help_text) in ANALYSES.items():
+        analyze_verbs.add_parser(name, help=help_text, module=module)
     return parser
 
 
@@ -176,6 +224,9 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
         num_val=args.val,
         num_seg_train=args.seg_train,
         num_seg_val=args.seg_val,
+        cifar_layout=args.cifar_layout,
+        num_detection_train=args.detection_train,
+        num_detection_val=args.detection_val,
     )
     log.info("wrote %s in %.1f s", args.out, summary.seconds)
     return 0

@@ -8,6 +8,7 @@ plugin module).
 import pretrainlab.methods.dino
 import pretrainlab.methods.mae
 import pretrainlab.methods.simclr
+import pretrainlab.methods.supcon
 import pretrainlab.methods.supervised
 import pretrainlab.methods.tap_losses
 import pretrainlab.models.backbones.mit
@@ -27,4 +28,5 @@ import pretrainlab.study.knn_phase
 import pretrainlab.study.linear_phase
 import pretrainlab.study.pretrain_phase
 import pretrainlab.study.reconstruct_phase
+import pretrainlab.study.robustness_phase
 import pretrainlab.study.seg_phase  # noqa: F401

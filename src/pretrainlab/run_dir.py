@@ -177,6 +177,11 @@ class RunDir:
         return self.path / "plots"
 
     @property
+    def analysis_dir(self) -> Path:
+        """`pretrainlab analyze` output: analysis/<name>.md sections (their figures in plots/), landscape grids."""
+        return self.path / "analysis"
+
+    @property
     def eval_dir(self) -> Path:
         return self.path / "eval"
 

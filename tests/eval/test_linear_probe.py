@@ -1,13 +1,24 @@
-"""Linear probe: ~100 % on linearly separable features, ~chance on random labels, fast on 20k x 128."""
+"""Linear probe: ~100 % on linearly separable features, ~chance on random labels, fast on 20k x 128; DINO's
+last-blocks CLS features of a ViT (width n * D, the last D = pooled) and the `linear` phase on them."""
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 import torch
+from torch.utils.data import DataLoader, TensorDataset
 
-from pretrainlab.eval.linear_probe import fit_linear_probe, standardise
+from pretrainlab.config.loading import load_config
+from pretrainlab.eval import pooled_features
+from pretrainlab.eval.linear_probe import LinearProbeConfig, fit_linear_probe, standardise
+from pretrainlab.eval.pooled_features import extract_last_blocks_features, extract_pooled_features
+from pretrainlab.models.backbones.sebnet import SEBNet
+from pretrainlab.models.backbones.timm_backbone import TimmBackbone
+from pretrainlab.run_dir import RunDir, read_json
+from pretrainlab.study.linear_phase import LinearPhaseConfig, run_linear_phase
+from pretrainlab.study.phase import StudyContext
 
 
 def gaussian_classes(num: int, dim: int, num_classes: int, separation: float, seed: int) -> tuple:
@@ -63,3 +74,92 @@ def test_twenty_thousand_by_128_features_fit_in_seconds() -> None:
     result = fit_linear_probe(train_x, train_y, val_x, val_y)
     assert time.perf_counter() - started < 10.0  # about 1-2 s on one core
     assert 30.0 < result.top1 < 100.0
+
+
+class _Images(TensorDataset):
+    classes = ("a", "b", "c")
+
+
+def _loader(num: int, seed: int) -> DataLoader:
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.arange(num) % 3
+    images = torch.randn(num, 3, 32, 32, generator=generator) + labels.view(-1, 1, 1, 1).float()
+    return DataLoader(_Images(images, labels), batch_size=16)
+
+
+def _tiny_vit(seed: int = 0) -> TimmBackbone:
+    torch.manual_seed(seed)
+    return TimmBackbone("vit_tiny_patch16_224", img_size=32, patch_size=8, embed_dim=32, depth=3, num_heads=2)
+
+
+def test_last_blocks_features_extend_the_pooled_cls() -> None:
+    backbone = _tiny_vit().train()
+    train, val = _loader(20, 0), _loader(10, 1)
+    pooled = extract_pooled_features(backbone, train, val)
+    one = extract_last_blocks_features(backbone, train, val, num_blocks=1, use_patch_average=False)
+    two = extract_last_blocks_features(backbone, train, val, num_blocks=2, use_patch_average=False)
+    averaged = extract_last_blocks_features(backbone, train, val, num_blocks=2, use_patch_average=True)
+    assert backbone.training  # the training mode is restored after each pass
+    torch.testing.assert_close(one.train, pooled.train)
+    torch.testing.assert_close(one.val, pooled.val)
+    assert two.train.shape == (20, 64) and two.val.shape == (10, 64)
+    torch.testing.assert_close(two.train[:, 32:], pooled.train)  # the second half is the last block's CLS
+    torch.testing.assert_close(two.val[:, 32:], pooled.val)
+    assert not torch.allclose(two.train[:, :32], pooled.train)
+    assert averaged.val.shape == (10, 96)
+    torch.testing.assert_close(averaged.val[:, :64], two.val)
+    backbone.eval()
+    with torch.no_grad():
+        mean_patch = torch.cat([backbone(images).tokens.mean(dim=1) for images, _ in val])  # (10, D)
+    torch.testing.assert_close(averaged.val[:, 64:], mean_patch)
+    assert torch.equal(two.train_labels, pooled.train_labels) and torch.equal(two.val_labels, pooled.val_labels)
+
+
+def test_last_blocks_features_name_a_backbone_without_them() -> None:
+    with pytest.raises(ValueError, match="need a timm ViT backbone; got SEBNet"):
+        extract_last_blocks_features(SEBNet("s"), _loader(4, 0), _loader(4, 1), num_blocks=4, use_patch_average=False)
+    with pytest.raises(ValueError, match="backbone vit_tiny_patch16_224 has 3 blocks; the last 4 were asked for"):
+        extract_last_blocks_features(_tiny_vit(), _loader(4, 0), _loader(4, 1), num_blocks=4, use_patch_average=False)
+
+
+def test_config_describes_the_features_and_refuses_last_blocks_on_a_cnn() -> None:
+    assert LinearProbeConfig().describe_features() == "pooled" and not LinearProbeConfig().reads_last_blocks
+    assert LinearProbeConfig(last_n_blocks=4).describe_features() == "CLS of the last 4 blocks"
+    both = LinearProbeConfig(last_n_blocks=1, avgpool_patch_tokens=True)
+    assert both.reads_last_blocks and both.describe_features() == "CLS of the last block + average patch token"
+    refused = r"study.phases.1: eval.linear.last_n_blocks=4.*backbone resnet18 is not a timm ViT"
+    with pytest.raises(Exception, match=refused):
+        load_config(None, ["eval.linear.last_n_blocks=4", "study.phases=[{name: pretrain}, {name: linear}]"])
+    vit = ["backbone.arch=vit_tiny_patch16_224", "backbone.img_size=32", "eval.linear.last_n_blocks=4",
+           "study.phases=[{name: pretrain}, {name: linear}]"]  # fmt: skip
+    assert load_config(None, vit).eval.linear.last_n_blocks == 4
+
+
+def test_the_linear_phase_probes_the_last_blocks_of_a_tiny_vit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class Method:
+        def __init__(self, seed: int) -> None:
+            self.backbone = _tiny_vit(seed)
+
+        def eval_backbone(self) -> TimmBackbone:
+            return self.backbone
+
+    def no_pooled_pass(*_args: object) -> None:
+        raise AssertionError("the last-blocks probe must not extract the shared pooled features")
+
+    monkeypatch.setattr(pooled_features, "extract_pooled_features", no_pooled_pass)
+
+    config = load_config(None, ["eval.linear.last_n_blocks=2", "eval.linear.avgpool_patch_tokens=true",
+                                "eval.linear.max_iter=20"])  # fmt: skip
+    run = RunDir(tmp_path)
+    context = StudyContext(config, run, {"pretrained": Method(0), "random_init": Method(1)},
+                           (_loader(30, 0), _loader(15, 1)), _epoch=1)  # type: ignore[arg-type]  # fmt: skip
+    result = run_linear_phase(LinearPhaseConfig(), run.phase(1, "linear", "eval/epoch_1/linear"), context)
+    assert result["linear_features"] == "CLS of the last 2 blocks + average patch token"
+    scores = read_json(tmp_path / "eval" / "epoch_1" / "linear" / "linear.json")
+    for name in ("pretrained", "random_init"):
+        assert scores[name]["feature_dim"] == 3 * 32 and scores[name]["features"] == result["linear_features"]
+        assert scores[name]["num_train"] == 30 and scores[name]["num_val"] == 15
+        assert result["linear_top1"][name] == scores[name]["top1"] and 0.0 <= scores[name]["top1"] <= 100.0
+        assert scores[name]["train_top1"] > 90.0  # 96 standardised dimensions separate 30 images

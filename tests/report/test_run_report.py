@@ -47,4 +47,29 @@ def test_one_seg_evaluation_draws_no_curve_and_knn_runs_keep_their_section(tmp_p
     knn = {"pretrained": 40.0, "random_init": 20.0}
     text = report_of(run, knn_top1=knn, knn_per_k={"pretrained": {"20": {"top1": 40.0}}})
     assert "## Segmentation during pretraining" not in text and not (run.plots / "miou_vs_epoch.png").exists()
-    assert "Gain over random init at k = 20: **+20.00** points." in text and (run.plots / "knn.png").is_file()
+    assert "Gain over random init at the primary k: **+20.00** points." in text and (run.plots / "knn.png").is_file()
+
+
+def test_phase_tables_and_analysis_sections_are_included_with_links_from_the_run_folder(tmp_path: Path) -> None:
+    run = RunDir(tmp_path / "run")
+    knn_dir = run.path / "eval" / "epoch_3" / "knn"
+    knn_dir.mkdir(parents=True)
+    (knn_dir / "knn.md").write_text("## pretrained\n\n| k | T |\n|---|---|\n| 20 | 0.07 |\n\n![c](confusion_pretrained.png)\n")
+    robustness_dir = run.path / "eval" / "epoch_3" / "robustness"
+    robustness_dir.mkdir(parents=True)
+    (robustness_dir / "robustness.md").write_text("# Robustness\n\n## pretrained\n\n![r](robustness.png) [x](https://a.b/c)\n")
+    run.analysis_dir.mkdir(parents=True)
+    (run.analysis_dir / "attention.md").write_text("## Attention\n\n![a](plots/attention.png)\n")
+    (run.analysis_dir / "landscape.md").write_text("# Loss landscapes\n\n## pretrained_2d\n\n![l](plots/l.png)\n")
+    lines = report_of(run, knn_top1={"pretrained": 60.0, "random_init": 20.0}, knn_table="eval/epoch_3/knn/knn.md",
+                      robustness_table="eval/epoch_3/robustness/robustness.md",
+                      mean_corruption_acc={"pretrained": 41.5, "random_init": 20.25}).splitlines()  # fmt: skip
+    assert "Gain over random init at the primary k: **+40.00** points." in lines
+    assert "### pretrained" in lines and "| 20 | 0.07 |" in lines
+    assert "![c](eval/epoch_3/knn/confusion_pretrained.png)" in lines  # relative to the run folder now
+    assert "- mean corruption accuracy: pretrained **41.50**, random_init **20.25**" in lines
+    assert "### Robustness" in lines and "#### pretrained" in lines
+    assert "![r](eval/epoch_3/robustness/robustness.png) [x](https://a.b/c)" in lines  # absolute links untouched
+    start = lines.index("## Analyses (`pretrainlab analyze`)")
+    assert lines.index("### Attention") > start and lines.index("### Loss landscapes") > lines.index("### Attention")
+    assert "![a](plots/attention.png)" in lines and "#### pretrained_2d" in lines

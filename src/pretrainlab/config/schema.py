@@ -21,6 +21,7 @@ from pretrainlab.engine.optim import OptimConfig
 from pretrainlab.engine.trainer import EngineConfig
 from pretrainlab.eval.knn_eval import KNNConfig
 from pretrainlab.eval.linear_probe import LinearProbeConfig
+from pretrainlab.eval.robustness import RobustnessConfig
 from pretrainlab.methods.base import METHODS, MethodConfig
 from pretrainlab.methods.segmentation import SegFinetuneConfig
 from pretrainlab.models.backbones.base import BACKBONES, BackboneConfig
@@ -30,11 +31,12 @@ from pretrainlab.study.phase import PHASES, PhaseConfig
 
 
 class EvalConfig(Strict):
-    """Settings of the evaluations a study's phases run (`knn`, `linear`, `seg`)."""
+    """Settings of the evaluations a study's phases run (`knn`, `linear`, `seg`, `robustness`)."""
 
     knn: KNNConfig = Field(default_factory=KNNConfig)
     linear: LinearProbeConfig = Field(default_factory=LinearProbeConfig)
     seg: SegFinetuneConfig = Field(default_factory=SegFinetuneConfig)
+    robustness: RobustnessConfig = Field(default_factory=RobustnessConfig)
     random_init_baseline: bool = Field(True, description="every evaluation also scores the random-init backbone")
 
 
@@ -94,6 +96,22 @@ class Config(Strict):
     online: OnlineConfig | None = Field(None, description="online adaptation over a domain sequence (W2)")
 
     @model_validator(mode="after")
+    def _resolve_channel_adapter(self) -> Config:
+        """`data.channel_policy: learned` puts a learned 1x1 conv (1 -> 3) in front of the backbone:
+        set `backbone.channel_adapter` from it (the policy is the one place it is written)."""
+        learned = self.data.channel_policy == "learned"
+        if self.backbone.channel_adapter == "learned" and not learned:
+            raise ValueError(f"backbone.channel_adapter learned goes with data.channel_policy learned (single-channel "
+                             f"data); got data.channel_policy {self.data.channel_policy!r}")  # fmt: skip
+        if learned:
+            if self.backbone.in_chans not in (None, 1):
+                raise ValueError(f"backbone.in_chans={self.backbone.in_chans} with data.channel_policy learned: the "
+                                 "backbone takes the 1 data channel (its learned 1x1 conv feeds the network 3); "
+                                 "leave backbone.in_chans null")  # fmt: skip
+            self.backbone.channel_adapter = "learned"
+        return self
+
+    @model_validator(mode="after")
     def _check_consistency(self) -> Config:
         self.study.resolve(self.engine.max_epochs, self.online)
         if self.optim.warmup_epochs > self.engine.max_epochs:
@@ -117,7 +135,8 @@ class Config(Strict):
 
     @property
     def in_chans(self) -> int:
-        """Channels the backbone takes: `backbone.in_chans`, else `data.channels`."""
+        """Channels the backbone takes: `backbone.in_chans`, else `data.channels` (with the learned channel
+        policy 1: the backbone's adapter makes the 3 channels of its network)."""
         return self.backbone.in_chans or self.data.channels
 
 

@@ -13,8 +13,8 @@ conversions are decided in one place and are explicit:
   (rounded) — a fixed window for sensors whose values occupy a narrow band (thermal), so the
   same temperature gives the same grey level in every image. The scaling sees all channels of
   the file at once (minmax takes one min and one max over them).
-* `channels` is what the model receives; `channel_policy` (`"copy"` or `"pick:<i>"`) says how
-  a file's channels become that many:
+* `channels` is what the model receives; `channel_policy` (`"copy"`, `"pick:<i>"` or `"learned"`)
+  says how a file's channels become that many:
 
   - `channels=3`: a 1-channel file is repeated three times; RGB stays; RGBA drops its
     alpha; `"pick:<i>"` takes channel i (RGB(A) order) of any file and repeats it three times
@@ -23,6 +23,9 @@ conversions are decided in one place and are explicit:
     is taken) — with `"copy"` it is an error naming the file's channel count.
   - `channels=4`: a 4-channel file as is (RGB + its 4th channel, e.g. alpha, depth, IR), with
     `"copy"` only; any other file is an error.
+  - `"learned"` (with `channels=1` only): a 1-channel file as is; the model turns it into the 3
+    channels of its backbone with a learned 1x1 convolution (`models/layers/channel_adapter.py`),
+    initialised to the repetition `"copy"` does. Any other file is an error.
 
   A file that does not fit raises `ChannelMismatchError`, a ValueError that the datasets
   raise (a configuration error) instead of skipping the file as broken.
@@ -57,6 +60,7 @@ EXTRA_CHANNEL_MEAN, EXTRA_CHANNEL_STD = 0.5, 0.5
 Uint16Scaling = Literal["full", "minmax", "window"]
 UINT16_SCALINGS: tuple[str, ...] = ("full", "minmax", "window")
 
+LEARNED_POLICY = "learned"  # 1-channel images for a learned 1 -> 3 convolution in front of the backbone
 _PICK = re.compile(r"^pick:(\d+)$")
 
 
@@ -87,9 +91,11 @@ def check_mean_std(mean: Sequence[float], std: Sequence[float]) -> int:
 
 
 def check_channel_policy(policy: str) -> None:
-    """Raise ValueError unless `policy` is `"copy"` or `"pick:<i>"`."""
-    if policy != "copy" and _PICK.match(policy) is None:
-        raise ValueError(f"channel policy {policy!r} is not valid; expected 'copy' or 'pick:<i>' (e.g. 'pick:0')")
+    """Raise ValueError unless `policy` is `"copy"`, `"pick:<i>"` or `"learned"`."""
+    if policy not in ("copy", LEARNED_POLICY) and _PICK.match(policy) is None:
+        raise ValueError(
+            f"channel policy {policy!r} is not valid; expected 'copy', 'pick:<i>' (e.g. 'pick:0') or 'learned'"
+        )
 
 
 def check_uint16_scaling(uint16_scaling: str, intensity_window: Sequence[float] | None = None) -> None:
@@ -153,7 +159,7 @@ def select_channels(image: np.ndarray, channels: int = 3, channel_policy: str = 
     Args:
         image: (H, W) or (H, W, C) uint8, channels in RGB(A) order.
         channels: 1, 3 or 4, the channel count of the result.
-        channel_policy: `"copy"` or `"pick:<i>"`.
+        channel_policy: `"copy"`, `"pick:<i>"` or `"learned"` (channels=1, single-channel images only).
 
     Returns:
         (H, W, channels) uint8.
@@ -168,6 +174,15 @@ def select_channels(image: np.ndarray, channels: int = 3, channel_policy: str = 
     if image.ndim != 3:
         raise ValueError(f"image of shape {image.shape} is not supported; expected (H, W) or (H, W, C)")
     num_channels = image.shape[2]
+    if channel_policy == LEARNED_POLICY:
+        if channels != 1:
+            raise ValueError(f"channel policy 'learned' gives the model 1 channel (a learned 1x1 convolution makes "
+                             f"the backbone's 3); channels must be 1, got {channels}")  # fmt: skip
+        if num_channels != 1:
+            raise ChannelMismatchError(
+                f"channel policy 'learned' takes single-channel images; got one with {num_channels} channels"
+            )
+        return np.ascontiguousarray(image)
     match = _PICK.match(channel_policy)
     if match is not None:
         channel = int(match.group(1))

@@ -1,5 +1,8 @@
 """Training data of the view-based methods and loaders for feature evaluation, reproducible across resume.
 
+Both read the classification dataset `data.source` names (`DataConfig.dataset`): image folders,
+CIFAR batches or object crops of detection files.
+
 Augmentations are seeded per (run seed, epoch, sample index), and the shuffle order
 per (run seed, epoch) (`data/train_data.py`), so an interrupted run that resumes at an
 epoch boundary sees exactly the batches the uninterrupted run would have seen, with any
@@ -18,7 +21,6 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from pretrainlab.data.formats.imagefolder import ImageFolderDataset, find_classes
 from pretrainlab.data.synthetic import synthetic_is_complete, write_synthetic_dataset
 from pretrainlab.data.train_data import EpochSampler, TrainData
 from pretrainlab.data.transforms.views import EvalView
@@ -30,15 +32,18 @@ log = logging.getLogger(__name__)
 
 
 class SeededViewsDataset(Dataset):
-    """(epoch, index) -> (list of augmented views, label), with RNGs seeded per sample."""
+    """(epoch, index) -> (list of augmented views, label), with RNGs seeded per sample.
 
-    def __init__(self, images: ImageFolderDataset, make_views: Callable[[np.ndarray], Any], seed: int) -> None:
+    `images` yields (image uint8 (H, W, C), label) pairs, e.g. `DataConfig.dataset("train")`.
+    """
+
+    def __init__(self, images: Dataset, make_views: Callable[[np.ndarray], Any], seed: int) -> None:
         self.images = images
         self.make_views = make_views
         self.seed = seed
 
     def __len__(self) -> int:
-        return len(self.images)
+        return len(self.images)  # type: ignore[arg-type]  # every source's dataset is sized
 
     def __getitem__(self, key: tuple[int, int]) -> tuple[list[Tensor], int]:
         epoch, index = key
@@ -48,36 +53,32 @@ class SeededViewsDataset(Dataset):
 
 
 def ensure_dataset(config: Config) -> None:
-    """Generate the synthetic dataset at `data.root` when configured and missing; else check it exists."""
+    """Generate the synthetic dataset at `data.root` when configured and missing; else check that the
+    files and folders `data.source` reads exist."""
     data = config.data
     if data.synthetic is not None:
         if not synthetic_is_complete(data.root, **data.synthetic.model_dump()):
             log.info("generating synthetic dataset at %s", data.root)
             write_synthetic_dataset(data.root, **data.synthetic.model_dump())
         return
-    for sub in (data.train_dir, data.val_dir):
-        if not (data.root / sub).is_dir():
-            raise FileNotFoundError(f"data.root={data.root}: folder '{sub}' not found")
+    for split in ("train", "val"):
+        for path in data.data_source.paths(data, split):
+            if not path.exists():
+                raise FileNotFoundError(f"data.root={data.root}: {split} data {path} (data.source "
+                                        f"{data.data_source.name}) not found")  # fmt: skip
 
 
 def dataset_num_classes(config: Config) -> int:
-    """Classes of the training set: `data.synthetic.num_classes`, else the class folders of `data.train_dir`."""
-    data = config.data
-    if data.synthetic is not None:
-        return data.synthetic.num_classes
-    train_dir = data.root / data.train_dir
-    if not train_dir.is_dir():
-        raise FileNotFoundError(f"data.root={data.root}: folder '{data.train_dir}' not found")
-    return len(find_classes(train_dir))
+    """Classes of the training set (`data.source`'s class names; synthetic data: known before it is written)."""
+    return len(config.data.class_names())
 
 
 def views_train_data(config: Config, make_views: Callable[[np.ndarray], Any]) -> TrainData:
-    """The training images of `data.train_dir` as (views, label) samples, augmented by `make_views`."""
+    """The training split of `data.source` as (views, label) samples, augmented by `make_views`."""
     data = config.data
-    images = ImageFolderDataset(data.root / data.train_dir, in_memory=data.in_memory, **data.read_options())
-    dataset = SeededViewsDataset(images, make_views, config.seed)
+    dataset = SeededViewsDataset(data.dataset("train"), make_views, config.seed)
     return TrainData(dataset, EpochSampler(len(dataset), config.seed), collate_views, data.batch_size,
-                     data.num_workers, description=str(data.root / data.train_dir))  # fmt: skip
+                     data.num_workers, description=data.describe("train"))  # fmt: skip
 
 
 def collate_views(samples: list[tuple[list[Tensor], int]]) -> tuple[list[Tensor], Tensor]:
@@ -93,8 +94,6 @@ def build_eval_loaders(config: Config) -> tuple[DataLoader, DataLoader]:
     data = config.data
     mean, std = data.mean_std
     view = EvalView(size=data.image_size, mean=mean, std=std)
-    loaders = []
-    for sub in (data.train_dir, data.val_dir):
-        dataset = ImageFolderDataset(data.root / sub, transform=view, in_memory=data.in_memory, **data.read_options())
-        loaders.append(DataLoader(dataset, batch_size=data.eval_batch_size, num_workers=data.num_workers))
-    return loaders[0], loaders[1]
+    train, val = (data.dataset(split, transform=view) for split in ("train", "val"))
+    return (DataLoader(train, batch_size=data.eval_batch_size, num_workers=data.num_workers),
+            DataLoader(val, batch_size=data.eval_batch_size, num_workers=data.num_workers))  # fmt: skip

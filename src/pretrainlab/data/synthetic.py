@@ -14,6 +14,10 @@ Layout under `out/`:
                                                               <i>.png (mask x 255) + metadata.csv
     segmentation/depth/{training,validation}/<idx>.png        uint16 depth in millimetres
     segmentation/classes.json                           classes, palette, stuff/thing names
+    cifar-10-batches-py/                                with `cifar_layout`: the classification images again, as
+                                                        CIFAR-10 python batches (formats/cifar.py)
+    detection/{train,val}/<idx>.png                     with `num_detection_*`: COCO detection set (see below)
+    detection/annotations/instances_{train,val}.json    its boxes, COCO JSON (formats/crops.py)
     synthetic_complete.json                             written last: the parameters (see `synthetic_is_complete`)
 
 `classification_format` sets how classification images are stored: `"rgb8"` (the default)
@@ -38,6 +42,11 @@ farther towards the horizon, a wall stands where it meets the ground, and every 
 nearer than the background anywhere in its bounding box and than the shapes it hides
 (shapes are painted far to near).
 
+Detection images (`detection_image_size`, 8-bit RGB) hold 1-3 vividly coloured shapes over a
+two-tone gradient, apart from each other, with their tight boxes: the first, of class
+`index % num_classes` (diameter 44-60 % of the image, the others 16-32 %), has the largest box,
+so every class has crops in a split of at least `num_classes` images, with `crops: largest` too.
+
 Every image is rendered from its own `np.random.default_rng((seed, split, index))`, so
 the files are byte-identical for a seed whatever the number of workers.
 """
@@ -59,7 +68,11 @@ from typing import Literal
 import cv2
 import numpy as np
 
+from pretrainlab.data.formats.cifar import LAYOUTS as CIFAR_LAYOUTS
+from pretrainlab.data.formats.cifar import write_cifar10
+from pretrainlab.data.formats.crops import write_coco
 from pretrainlab.data.formats.masks import write_png_stack, write_sam_json
+from pretrainlab.data.images import read_image
 
 log = logging.getLogger(__name__)
 
@@ -70,13 +83,17 @@ CLASSIFICATION_FORMATS: tuple[str, ...] = ("rgb8", "gray16")
 GRAY16_BAND: tuple[int, int] = (20000, 28000)  # raw values of luminance 0 and 255
 GRAY16_NOISE = 20.0  # standard deviation of the sensor noise, raw values (0.64 grey levels across the band)
 # Parameters added to the marker after format 4 was first written, with the value an older marker means.
-_MARKER_DEFAULTS: dict[str, object] = {"classification_format": "rgb8"}
+_MARKER_DEFAULTS: dict[str, object] = {
+    "classification_format": "rgb8", "cifar_layout": False, "num_detection_train": 0, "num_detection_val": 0,
+    "detection_image_size": 96,
+}  # fmt: skip
 SHAPE_CLASSES: tuple[str, ...] = (
     "circle", "square", "triangle", "cross", "ring", "star", "bar", "diamond", "crescent", "arrow",
 )  # fmt: skip
 STUFF_CLASSES: tuple[str, ...] = ("sky", "ground", "wall")
 CLASSIFICATION_SPLITS: tuple[str, ...] = ("train", "val")
 SEGMENTATION_SPLITS: tuple[str, ...] = ("training", "validation")
+DETECTION_SPLITS: tuple[str, ...] = ("train", "val")
 SKY_DEPTH_MM = 60000
 _SUPERSAMPLE = 4
 _FAR_COLOUR_DISTANCE = 110.0
@@ -84,6 +101,9 @@ _FAR_LUMINANCE = 70.0
 _TINT = 30.0
 _SEG_SHAPE_RADIUS = (0.2, 0.32)  # fraction of the scene size: diameters 40-64 %
 _SEG_MAX_SHAPES = 2
+_DET_FIRST_RADIUS = (0.22, 0.3)  # fraction of the image: the first (largest) shape
+_DET_OTHER_RADIUS = (0.08, 0.16)
+_DET_MAX_OTHERS = 2
 
 
 def _circle(radius: float, center: tuple[float, float] = (0.0, 0.0), num_points: int = 48) -> np.ndarray:
@@ -142,6 +162,10 @@ class SyntheticSummary:
     classification_classes: list[str]
     segmentation_classes: list[str]
     classification_format: ClassificationFormat
+    cifar_layout: bool
+    num_detection_train: int
+    num_detection_val: int
+    detection_image_size: int
     format_version: int
     seconds: float
 
@@ -376,6 +400,41 @@ def render_segmentation_scene(rng: np.random.Generator, num_classes: int, size: 
     }
 
 
+def render_detection_image(
+    rng: np.random.Generator, first_label: int, num_classes: int, size: int
+) -> tuple[np.ndarray, list[tuple[int, tuple[int, int, int, int]]]]:
+    """One detection image: shapes apart from each other over a gradient (module docstring).
+
+    Returns:
+        image (S, S, 3) uint8 RGB and [(label, (x, y, w, h))]: each shape's tight box in whole pixels
+        (pixels with coverage >= 0.5), the first of class `first_label` and the largest.
+    """
+    low, high = rng.uniform(0.0, 255.0, size=3), rng.uniform(0.0, 255.0, size=3)
+    image = low + (high - low) * _projection(rng, size)[:, :, None]  # (S, S, 3)
+    colours = [image.reshape(-1, 3).mean(axis=0)]
+    boxes: list[tuple[int, tuple[int, int, int, int]]] = []
+    taken = np.zeros((size, size), dtype=bool)
+    for number in range(1 + int(rng.integers(0, _DET_MAX_OTHERS + 1))):
+        label = first_label if number == 0 else int(rng.integers(num_classes))
+        radius = rng.uniform(*(_DET_FIRST_RADIUS if number == 0 else _DET_OTHER_RADIUS)) * size
+        center = rng.uniform(radius, size - radius, size=2)
+        alpha = _shape_alpha(SHAPE_CLASSES[label], center, radius, rng.uniform(0.0, 2.0 * np.pi), size)
+        rows, columns = np.nonzero(alpha >= 0.5)
+        if rows.size == 0:
+            continue
+        x, y = int(columns.min()), int(rows.min())
+        box = (x, y, int(columns.max()) + 1 - x, int(rows.max()) + 1 - y)
+        first_area = boxes[0][1][2] * boxes[0][1][3] if boxes else 0
+        if boxes and (taken[y : y + box[3], x : x + box[2]].any() or box[2] * box[3] >= first_area):
+            continue  # boxes stay apart (each holds one whole shape) and smaller than the first
+        taken[max(y - 1, 0) : y + box[3] + 1, max(x - 1, 0) : x + box[2] + 1] = True
+        colour = _far_colour(rng, colours)
+        colours.append(colour)
+        image = image * (1.0 - alpha[:, :, None]) + colour * alpha[:, :, None]
+        boxes.append((label, box))
+    return _finish(rng, image), boxes
+
+
 def to_gray16(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
     """Sensor-like 16-bit version of an RGB uint8 (S, S, 3) image: (S, S) uint16, luminance 0..255 mapped
     linearly onto `GRAY16_BAND` plus Gaussian noise of sigma `GRAY16_NOISE` (see the module docstring)."""
@@ -446,6 +505,33 @@ def _run_task(task: _Task) -> int:
     return task.stop - task.start
 
 
+def _write_cifar_copy(root: Path, classes: list[str]) -> None:
+    """The classification PNGs (8-bit RGB, 32 px) again as CIFAR-10 batches, in file (index) order."""
+    splits = {}
+    for split in CLASSIFICATION_SPLITS:
+        files = sorted((root / "classification" / split).glob("*/*.png"), key=lambda path: path.name)
+        images = np.stack([read_image(path) for path in files]) if files else np.zeros((0, 32, 32, 3), np.uint8)
+        splits[split] = (images, [classes.index(path.parent.name) for path in files])
+    write_cifar10(root / CIFAR_LAYOUTS["cifar10"].folder, train=splits["train"], test=splits["val"],
+                  label_names=classes)  # fmt: skip
+
+
+def _write_detection(root: Path, split: str, count: int, seed: int, classes: list[str], size: int) -> None:
+    """`count` detection images of `split` and their COCO file (module docstring)."""
+    split_code = len(CLASSIFICATION_SPLITS + SEGMENTATION_SPLITS) + DETECTION_SPLITS.index(split)
+    images, annotations = [], []
+    for index in range(count):
+        rng = np.random.default_rng((seed, split_code, index))
+        image, boxes = render_detection_image(rng, index % len(classes), len(classes), size)
+        name = f"{index:06d}.png"
+        (root / "detection" / split / name).write_bytes(_encode(".png", image))
+        images.append({"id": index + 1, "file_name": name, "width": size, "height": size})
+        for label, box in boxes:
+            annotations.append({"id": len(annotations) + 1, "image_id": index + 1, "category_id": label + 1,
+                                "bbox": list(box), "area": box[2] * box[3], "iscrowd": 0})  # fmt: skip
+    write_coco(root / "detection" / "annotations" / f"instances_{split}.json", images, annotations, classes)
+
+
 def segmentation_palette(num_classes: int) -> list[list[int]]:
     """Fixed RGB colour per label value 1..C (stuff then shapes), evenly spaced hues."""
     num_labels = len(STUFF_CLASSES) + num_classes
@@ -498,21 +584,29 @@ def write_synthetic_dataset(
     num_seg_train: int = 1000,
     num_seg_val: int = 200,
     classification_format: ClassificationFormat = "rgb8",
+    cifar_layout: bool = False,
+    num_detection_train: int = 0,
+    num_detection_val: int = 0,
+    detection_image_size: int = 96,
     workers: int = 2,
 ) -> SyntheticSummary:
     """Write the classification and segmentation datasets under `out` (see the module docstring).
 
     `classification_format`: `"rgb8"` (8-bit RGB PNGs) or `"gray16"` (16-bit single-channel PNGs in
-    the raw band `GRAY16_BAND`); the segmentation images do not depend on it.
+    the raw band `GRAY16_BAND`); the segmentation images do not depend on it. `cifar_layout` also
+    writes the classification images as CIFAR-10 batches (rgb8 at 32 px only); `num_detection_train`
+    / `num_detection_val` images of `detection_image_size` px make the COCO detection set.
 
-    Any earlier `classification/` and `segmentation/` folders under `out` are removed first;
-    the marker `synthetic_complete.json` is written last, so an interrupted run is detected by
-    `synthetic_is_complete` and redone.
+    Any earlier `classification/`, `segmentation/`, `detection/` and CIFAR folders under `out` are
+    removed first; the marker `synthetic_complete.json` is written last, so an interrupted run is
+    detected by `synthetic_is_complete` and redone.
     """
     _check("num_classes", num_classes, 2, len(SHAPE_CLASSES))
     _check("image_size", image_size, 16)
     _check("seg_image_size", seg_image_size, 32)
-    counts = {"num_train": num_train, "num_val": num_val, "num_seg_train": num_seg_train, "num_seg_val": num_seg_val}
+    _check("detection_image_size", detection_image_size, 32)
+    counts = {"num_train": num_train, "num_val": num_val, "num_seg_train": num_seg_train, "num_seg_val": num_seg_val,
+              "num_detection_train": num_detection_train, "num_detection_val": num_detection_val}  # fmt: skip
     for name, count in counts.items():
         _check(name, count, 0)
     _check("workers", workers, 1)
@@ -520,10 +614,13 @@ def write_synthetic_dataset(
         raise ValueError(
             f"classification_format={classification_format!r} is not valid; expected one of {CLASSIFICATION_FORMATS}"
         )
+    if cifar_layout and (image_size != 32 or classification_format != "rgb8"):
+        raise ValueError(f"cifar_layout writes 32x32 8-bit RGB rows: it needs image_size=32 and classification_format="
+                         f"'rgb8'; got {image_size}, {classification_format!r}")  # fmt: skip
     root = Path(out)
     started = time.perf_counter()
     (root / MARKER_NAME).unlink(missing_ok=True)
-    for folder in ("classification", "segmentation"):
+    for folder in ("classification", "segmentation", "detection", CIFAR_LAYOUTS["cifar10"].folder):
         shutil.rmtree(root / folder, ignore_errors=True)
     classes = list(SHAPE_CLASSES[:num_classes])
     seg_classes = list(STUFF_CLASSES) + classes
@@ -543,6 +640,10 @@ def write_synthetic_dataset(
         "depth_unit": "mm",
     }
     (root / "segmentation" / "classes.json").write_text(json.dumps(seg_meta, indent=1))
+    detection_counts = {"train": num_detection_train, "val": num_detection_val}
+    for split in DETECTION_SPLITS:
+        if detection_counts[split]:
+            (root / "detection" / split).mkdir(parents=True, exist_ok=True)
 
     tasks: list[_Task] = []
     plan = [  # (kind, split, count, image size, images per task)
@@ -560,11 +661,19 @@ def write_synthetic_dataset(
     else:
         with multiprocessing.get_context().Pool(workers) as pool:
             written = sum(pool.imap_unordered(_run_task, tasks))
+    if cifar_layout:
+        _write_cifar_copy(root, classes)
+    for split in DETECTION_SPLITS:
+        if detection_counts[split]:
+            _write_detection(root, split, detection_counts[split], seed, classes, detection_image_size)
+            written += detection_counts[split]
     summary = SyntheticSummary(
         root=str(root), seed=seed, num_classes=num_classes, image_size=image_size, num_train=num_train, num_val=num_val,
         seg_image_size=seg_image_size, num_seg_train=num_seg_train, num_seg_val=num_seg_val,
         classification_classes=classes, segmentation_classes=seg_classes,
-        classification_format=classification_format, format_version=FORMAT_VERSION,
+        classification_format=classification_format, cifar_layout=cifar_layout,
+        num_detection_train=num_detection_train, num_detection_val=num_detection_val,
+        detection_image_size=detection_image_size, format_version=FORMAT_VERSION,
         seconds=time.perf_counter() - started,
     )  # fmt: skip
     (root / MARKER_NAME).write_text(json.dumps(_marker_parameters(summary), indent=1))

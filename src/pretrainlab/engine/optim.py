@@ -36,6 +36,11 @@ class OptimConfig(Strict):
     weight_decay: float = Field(0.04, ge=0.0)
     weight_decay_end: float = Field(0.4, ge=0.0)
     momentum: float = Field(0.9, ge=0.0, lt=1.0, description="SGD / LARS momentum")
+    lars_eta: float = Field(0.02, gt=0.0, description="LARS trust coefficient (solo-learn's SimCLR / SupCon setting)")
+    lars_clip_lr: bool = Field(True, description="LARS: clip the trust ratio t to min(t / lr, 1)")
+    lars_exclude_bias_n_norm: bool = Field(
+        True, description="LARS: 1-D tensors and the no-decay group get the raw gradient (no scaling, no decay)"
+    )
     betas: tuple[Beta, Beta] = Field((0.9, 0.999), description="AdamW betas (MAE: 0.9, 0.95)")
     clip_grad: float | None = Field(3.0, gt=0.0, description="per-parameter grad-norm clip (DINO); null = off")
     scale_lr_with_batch: bool = True
@@ -94,7 +99,8 @@ def build_optimizer(model: nn.Module, config: OptimConfig) -> torch.optim.Optimi
         return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, weight_decay=0.0)
     from pretrainlab.engine.lars import LARS
 
-    return LARS(groups, lr=config.lr, momentum=config.momentum)
+    return LARS(groups, lr=config.lr, momentum=config.momentum, eta=config.lars_eta, clip_lr=config.lars_clip_lr,
+                exclude_bias_n_norm=config.lars_exclude_bias_n_norm)  # fmt: skip
 
 
 def _can_fuse(groups: list[dict]) -> bool:

@@ -5,6 +5,15 @@ Discrimination", as used in DINO's `eval_knn.py` (Caron et al. 2021): features a
 L2-normalised, the k most cosine-similar training samples each add exp(sim / T) to
 their class, and classes are ranked by the summed votes.
 
+Scores: top-1 / top-5 as DINO counts them (the top-5 over the first min(5, k, C) ranked classes),
+and macro precision / recall / F1 with scikit-learn's semantics (`average="macro"`,
+`zero_division=0`, the `labels` being the union of the true and the predicted classes, its
+default). The macro average runs over the classes that occur in the labels or the predictions:
+a class in the labels but never predicted counts with precision = recall = F1 = 0, a predicted
+class absent from the labels also counts with 0 (its predictions are all wrong), and a class in
+neither (e.g. one missing from a val subset that nobody predicts) is left out rather than
+averaged in as 0.
+
 Memory: queries are processed `chunk_size` at a time and the training bank
 `train_chunk_size` rows at a time with a running top-k, so the similarity block held
 at once is at most chunk_size x train_chunk_size (64 MB at the defaults in fp32).
@@ -114,7 +123,8 @@ def knn_predict(
 
 @dataclass(frozen=True)
 class KNNScores:
-    """Scores of one k. Percentages for top1/top5, fractions for the macro averages."""
+    """Scores of one k. Percentages for top1/top5, fractions for the macro averages (over the classes in the
+    labels or the predictions)."""
 
     k: int
     top1: float
@@ -151,8 +161,8 @@ class KNNResult:
 
 
 def _macro_scores(confusion: Tensor) -> tuple[float, float, float]:
-    """Macro precision, recall, F1 over classes seen in labels or predictions (scikit-learn's
-    `average="macro"`, zero_division=0): F1 is the mean of per-class F1."""
+    """Macro precision, recall, F1 of a (C_true, C_pred) confusion matrix over the classes seen in the labels
+    or the predictions (see the module docstring); F1 is the mean of the per-class F1."""
     confusion = confusion.double()
     true_positive = confusion.diagonal()
     predicted = confusion.sum(dim=0)

@@ -9,7 +9,7 @@ from typing import Any
 import lightning as L
 from torch.utils.data import DataLoader, Subset
 
-from pydantic import Field
+from pydantic import Field, PositiveInt
 
 from pretrainlab.config.component import Strict
 from pretrainlab.eval.knn import knn_classify
@@ -20,9 +20,11 @@ log = logging.getLogger(__name__)
 
 
 class KNNConfig(Strict):
-    """Weighted kNN on pooled features (DINO protocol); `every_n_epochs` adds a check during pretraining."""
+    """Weighted kNN on pooled features (DINO protocol: k = 20, T = 0.07); `every_n_epochs` adds a check during
+    pretraining."""
 
-    ks: list[int] = Field(default_factory=lambda: [10, 20, 100, 200])
+    k: int = Field(20, ge=1, description="primary k: the one knn_top1 / knn_f1 report (scored beside `ks`)")
+    ks: list[PositiveInt] = Field(default_factory=lambda: [10, 20, 100, 200], description="k values scored (nb_knn)")
     temperature: float = Field(0.07, gt=0.0)
     every_n_epochs: int = Field(0, ge=0, description="evaluate during pretraining every K epochs; 0 = end only")
     max_train_samples: int | None = Field(None, ge=1, description="train bank subset for periodic evaluations")
@@ -44,29 +46,38 @@ def evaluate_knn(
     return knn_scores(extract_pooled_features(backbone, train_loader, val_loader), config)
 
 
-def knn_scores(features: PooledFeatures, config: KNNConfig) -> dict[str, Any]:
-    """Weighted kNN of the val features against the train bank; JSON-ready scores for every k."""
-    num_classes = int(max(features.train_labels.max(), features.val_labels.max())) + 1
-    ks = sorted(set(config.ks))
-    primary = 20 if 20 in ks else ks[0]
+def knn_scores(features: PooledFeatures, config: KNNConfig, *, num_classes: int | None = None) -> dict[str, Any]:
+    """Weighted kNN of the val features against the train bank; JSON-ready scores for every k.
+
+    Args:
+        features: train (bank) and val features with their labels.
+        config: k, ks and T.
+        num_classes: C, the size of the confusion matrix (the dataset's class count); default max label + 1.
+
+    Returns:
+        `k` (the primary k, clipped to the bank size), `temperature`, its `top1` / `top5` (%), macro
+        `precision` / `recall` / `f1` (fractions, over the classes in the val labels or the predictions,
+        see `eval/knn.py`), `per_k` {str(k): the same five scores}, `confusion` (C x C, rows = true class),
+        `num_train` and `num_val`.
+    """
+    if num_classes is None:
+        num_classes = int(max(features.train_labels.max(), features.val_labels.max())) + 1
     result = knn_classify(
         features.train,
         features.train_labels,
         features.val,
         features.val_labels,
-        k=primary,
-        ks=ks,
+        k=config.k,
+        ks=config.ks,
         temperature=config.temperature,
         num_classes=num_classes,
     )
+    names = ("top1", "top5", "precision", "recall", "f1")
     return {
-        "k": primary,
-        "top1": result.top1,
-        "top5": result.top5,
-        "precision": result.precision,
-        "recall": result.recall,
-        "f1": result.f1,
-        "per_k": {str(k): {"top1": s.top1, "top5": s.top5, "f1": s.f1} for k, s in result.per_k.items()},
+        "k": result.primary.k,
+        "temperature": config.temperature,
+        **{name: getattr(result.primary, name) for name in names},
+        "per_k": {str(k): {name: getattr(s, name) for name in names} for k, s in result.per_k.items()},
         "confusion": result.confusion.tolist(),
         "num_train": len(features.train),
         "num_val": len(features.val),

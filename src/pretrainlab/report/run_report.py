@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -72,28 +73,57 @@ def seg_section(run: RunDir, phases: list[dict[str, Any]]) -> str | None:
 
 
 def knn_section(run: RunDir, summary: dict[str, Any], curve: list[tuple[int, float]]) -> str | None:
-    """kNN top-1 per k and by epoch (plots/knn.png); None for a run without kNN scores (e.g. W4's)."""
+    """kNN by epoch (plots/knn.png), the last `knn` phase's table of every k (k, T, top-1 / 5, precision,
+    recall, F1) and confusion matrices, and its t-SNE; None for a run without kNN scores (e.g. W4's)."""
     knn = summary.get("knn_top1", {})
     if not knn and not curve:
         return None
     plot_knn(curve, knn.get("random_init"), run.plots / "knn.png")
-    lines = [
-        "## kNN (weighted, T = 0.07, DINO protocol)",
-        "",
-        "| k | pretrained top-1 | random init top-1 |",
-        "|---|---|---|",
-    ]
-    per_k_pre = summary.get("knn_per_k", {}).get("pretrained", {})
-    per_k_rand = summary.get("knn_per_k", {}).get("random_init", {})
-    for k in sorted(per_k_pre, key=int):
-        rand = per_k_rand.get(k, {}).get("top1")
-        lines.append(f"| {k} | {per_k_pre[k]['top1']:.2f} | {'' if rand is None else f'{rand:.2f}'} |")
+    lines = ["## kNN (weighted, DINO protocol)", ""]
     if "pretrained" in knn and "random_init" in knn:
-        lines += ["", f"Gain over random init at k = 20: **{knn['pretrained'] - knn['random_init']:+.2f}** points."]
-    lines += ["", "![knn](plots/knn.png)", ""]
+        lines += [f"Gain over random init at the primary k: **{knn['pretrained'] - knn['random_init']:+.2f}** points.",
+                  ""]  # fmt: skip
+    lines += ["![knn](plots/knn.png)", ""]
+    if summary.get("knn_table") and (run.path / summary["knn_table"]).is_file():
+        lines += [included_markdown(run.path / summary["knn_table"], run.path), ""]
     if summary.get("tsne"):
         lines += [f"![t-SNE]({summary['tsne']})", ""]
     return "\n".join(lines)
+
+
+def included_markdown(path: Path, run_root: Path, links_from: Path | None = None) -> str:
+    """The Markdown file `path` as a part of `run_root`/report.md: its top heading level becomes `###` (one below
+    the report's sections), and its relative image / file links, relative to `links_from` (default: the file's
+    folder), become relative to `run_root`."""
+    folder = (links_from or path.parent).relative_to(run_root).as_posix()
+    text = path.read_text().strip()
+    if folder != ".":
+        text = re.sub(r"\]\((?![a-z]+:|/|#)([^)]+)\)", lambda m: f"]({folder}/{m.group(1)})", text)
+    levels = [len(m.group(1)) for m in re.finditer(r"^(#+) ", text, flags=re.MULTILINE)]
+    shift = 3 - min(levels) if levels else 0
+    return re.sub(r"^(#+) ", lambda m: "#" * (len(m.group(1)) + shift) + " ", text, flags=re.MULTILINE)
+
+
+def robustness_section(run: RunDir, summary: dict[str, Any]) -> str | None:
+    """The last `robustness` phase's corruption x severity tables and heatmap; None without one."""
+    table = summary.get("robustness_table")
+    if not table or not (run.path / table).is_file():
+        return None
+    mean = summary.get("mean_corruption_acc") or {}
+    lines = ["## Robustness (CIFAR-10-C corruptions)", ""]
+    if mean:
+        lines += ["- mean corruption accuracy: " + ", ".join(f"{name} **{value:.2f}**" for name, value in mean.items()),
+                  ""]  # fmt: skip
+    return "\n".join([*lines, included_markdown(run.path / table, run.path), ""])
+
+
+def analysis_sections(run: RunDir) -> str | None:
+    """Every `pretrainlab analyze` section of the run (analysis/*.md, by name); None without any."""
+    paths = sorted(run.analysis_dir.glob("*.md"))
+    if not paths:
+        return None
+    sections = [included_markdown(path, run.path, links_from=run.path) + "\n" for path in paths]  # links: from the run
+    return "\n".join(["## Analyses (`pretrainlab analyze`)", "", *sections])
 
 
 def seg_curve_section(run: RunDir, phases: list[dict[str, Any]]) -> str | None:
@@ -159,7 +189,8 @@ def write_run_report(run: RunDir, summary: dict[str, Any]) -> Path:
         "",
     ]
     lines += [section for section in (knn_section(run, summary, knn_curve(metrics, phases)),
-                                       seg_curve_section(run, phases), online_section(run, summary)) if section]  # fmt: skip
+                                       robustness_section(run, summary), seg_curve_section(run, phases),
+                                       online_section(run, summary), analysis_sections(run)) if section]  # fmt: skip
     reconstructions = [phase for phase in phases if phase["kind"] == "reconstruct"]
     if reconstructions:
         last = reconstructions[-1]
@@ -179,3 +210,10 @@ def write_run_report(run: RunDir, summary: dict[str, Any]) -> Path:
               "```", ""]  # fmt: skip
     run.report.write_text("\n".join(lines))
     return run.report
+
+
+def refresh_run_report(run_dir: Path) -> Path | None:
+    """Rewrite report.md of a finished study (one with summary.json), e.g. after `pretrainlab analyze` added a
+    section; None for a run without a summary."""
+    run = RunDir(run_dir)
+    return write_run_report(run, run.read_summary()) if run.has_summary() else None

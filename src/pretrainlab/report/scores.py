@@ -5,13 +5,15 @@ and a rich table. One implementation for `pretrainlab sweep` (a row per variant)
 A run is any folder holding `summary.json` and/or `eval/*.json`; it is read through
 `run_dir.RunDir`. Values come from
 
-    summary.json               knn_top1, linear_top1: {pretrained, random_init}, num_params, wall_time_s;
+    summary.json               knn_top1, knn_f1, linear_top1, mean_corruption_acc: {pretrained, random_init},
+                               num_params, wall_time_s;
                                online runs: trainable_params, step_time_s, peak_memory_mb
     <phase>/result.json        mean_target_miou, the mean over domains of final_miou and of forgetting, of the
                                latest `source` / `adapt` phase (online adaptation, W2), and plots/domains.png
-    eval/knn.json              {pretrained | random_init: {top1}}    (evaluations by hand)
+    eval/knn.json              {pretrained | random_init: {top1, f1}}    (evaluations by hand)
     eval/linear.json           {pretrained | random_init: {top1}}
-    <phase folder>/result.json knn_top1, linear_top1 of the finished phases (a study without summary.json),
+    <phase folder>/result.json knn_top1, knn_f1, linear_top1, mean_corruption_acc of the finished phases (a study
+                               without summary.json),
                                the mIoU curve of the `seg` phases (`report/seg_curve.py`)
     seg*.json                  {backbone, summary: {mIoU, mAcc, aAcc}} in the `seg` phase folders, else in
                                eval/: each backbone's from the last folder holding it (mIoU, mAcc, aAcc of
@@ -53,8 +55,12 @@ class Column:
 COLUMNS: tuple[Column, ...] = (
     Column("knn_top1", "kNN top-1"),
     Column("knn_top1_random_init", "kNN top-1 random init"),
+    Column("knn_f1", "kNN F1 (%)"),
+    Column("knn_f1_random_init", "kNN F1 (%) random init"),
     Column("linear_top1", "linear top-1"),
     Column("linear_top1_random_init", "linear top-1 random init"),
+    Column("mean_corruption_acc", "mean corruption acc."),
+    Column("mean_corruption_acc_random_init", "mean corruption acc. random init"),
     Column("mIoU", "mIoU"),
     Column("mAcc", "mAcc"),
     Column("mIoU_random_init", "mIoU random init"),
@@ -69,6 +75,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("wall_time_s", "wall time", "seconds"),
 )
 COLUMN_BY_KEY = {column.key: column for column in COLUMNS}
+PAIRED_KEYS = ("knn_top1", "knn_f1", "linear_top1", "mean_corruption_acc")  # {pretrained, random_init} in results
 SKIPPED_FOLDERS = frozenset({"pretrain", "checkpoints", "logs", "plots", "eval", "analysis"})
 
 
@@ -95,8 +102,9 @@ def check_metric(metric: str) -> str:
 # ----------------------------------------------------------------------------- reading
 
 
-def _pair(values: dict[str, float], key: str, scores: Any, field: str | None = None) -> None:
-    """`{pretrained: x, random_init: y}` (x, y numbers, or mappings holding `field`) -> key, key_random_init."""
+def _pair(values: dict[str, float], key: str, scores: Any, field: str | None = None, scale: float = 1.0) -> None:
+    """`{pretrained: x, random_init: y}` (x, y numbers, or mappings holding `field`) -> key, key_random_init
+    (times `scale`)."""
     if not isinstance(scores, dict):
         return
     for name, suffix in (("pretrained", ""), ("random_init", "_random_init")):
@@ -104,7 +112,7 @@ def _pair(values: dict[str, float], key: str, scores: Any, field: str | None = N
         if field is not None and isinstance(value, dict):
             value = value.get(field)
         if isinstance(value, (int, float)):
-            values[key + suffix] = float(value)
+            values[key + suffix] = scale * float(value)
 
 
 def read_seg_summaries(folder: Path) -> dict[str, dict[str, Any]]:
@@ -124,10 +132,11 @@ def read_run_scores(run_dir: Path, name: str | None = None) -> ScoreRow:
     values: dict[str, float] = {}
     evaluations = run.read_eval()
     _pair(values, "knn_top1", evaluations.get("knn"), "top1")
+    _pair(values, "knn_f1", evaluations.get("knn"), "f1", scale=100.0)  # knn.json: a fraction; tables: %
     _pair(values, "linear_top1", evaluations.get("linear"), "top1")
     phases = run.phase_results()
     for phase in phases:  # an unfinished study: what its finished phases hold
-        for key in ("knn_top1", "linear_top1"):
+        for key in PAIRED_KEYS:
             _pair(values, key, phase.get(key))
         if isinstance(phase.get("mean_target_miou"), (int, float)):  # online adaptation (W2), the latest
             values["mean_target_miou"] = float(phase["mean_target_miou"])
@@ -144,7 +153,7 @@ def read_run_scores(run_dir: Path, name: str | None = None) -> ScoreRow:
             if isinstance(value, (int, float)):
                 values[key + suffix] = float(value)
     summary = run.read_summary() if run.has_summary() else {}
-    for key in ("knn_top1", "linear_top1"):
+    for key in PAIRED_KEYS:
         _pair(values, key, summary.get(key))
     for key in ("num_params", "trainable_params", "step_time_s", "peak_memory_mb", "wall_time_s"):
         if isinstance(summary.get(key), (int, float)):

@@ -11,6 +11,7 @@ from pretrainlab.data.loaders import ensure_dataset
 from pretrainlab.eval.knn_eval import knn_scores
 from pretrainlab.eval.linear_probe import linear_probe_scores
 from pretrainlab.run_dir import RunDir
+from pretrainlab.study.linear_phase import linear_probe_features
 from pretrainlab.study.phase import StudyContext
 from pretrainlab.study.run import load_run_config
 
@@ -35,6 +36,8 @@ def evaluate_knn_run(run_dir: Path, *, random_init: bool = True) -> dict[str, An
 def evaluate_linear_run(run_dir: Path, *, random_init: bool = True) -> dict[str, Any]:
     """Linear probe of the run's pretrained backbone (and its random-init copy) -> eval/linear.json."""
     context = run_context(run_dir, random_init=random_init)
-    results = {name: linear_probe_scores(f, context.config.eval.linear) for name, f in context.pooled_features().items()}
+    linear = context.config.eval.linear
+    results = {name: linear_probe_scores(f, linear) | {"features": linear.describe_features()}
+               for name, f in linear_probe_features(context).items()}  # fmt: skip
     context.run.write_eval("linear", results)
     return results

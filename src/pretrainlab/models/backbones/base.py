@@ -4,6 +4,13 @@ For an image batch (B, C, H, W) a backbone returns `Features`:
   pooled (B, D)               CLS token or global-average of the last map
   maps   [(B, D_i, H_i, W_i)] dense maps, finest first, with `strides[i]` = H / H_i
   tokens (B, N, D) | None     patch tokens (without CLS / register tokens) where the model has them
+
+With `channel_adapter: learned` (set from `data.channel_policy: learned`), `build_backbone`
+returns a `ChannelAdaptedBackbone`: single-channel images go through a learned 1x1
+convolution (1 -> 3, initialised to copy the channel) into a 3-channel network, which
+`checkpoint` fills (e.g. RGB-pretrained weights). The wrapper takes 1 channel (`in_chans`)
+and has the network's `Features`, `out_channels` and `strides`; its parameters are
+`channel_adapter.*` (not a PEFT adapter of `models/adapters.py`) and `network.*`.
 """
 
 from __future__ import annotations
@@ -11,12 +18,14 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 from pydantic import Field
 from torch import Tensor, nn
 
 from pretrainlab.config.component import Component
+from pretrainlab.models.layers.channel_adapter import ChannelAdapter
 from pretrainlab.registry import Registry
 
 
@@ -74,6 +83,9 @@ class BackboneConfig(Component):
 
     in_chans: int | None = Field(None, ge=1, description="input channels; null = data.channels")
     checkpoint: Path | None = Field(None, description="weights loaded after building, with a key report")
+    channel_adapter: Literal["none", "learned"] = Field("none", description=(
+        "learned: 1 input channel through a learned 1x1 conv into a 3-channel network; set by "
+        "data.channel_policy learned"))  # fmt: skip
 
     def describe(self) -> str:
         """What was built, in a few words (reports and score tables)."""
@@ -83,12 +95,49 @@ class BackboneConfig(Component):
 BACKBONES: Registry[BackboneConfig] = Registry("backbone", BackboneConfig)
 
 
+class ChannelAdaptedBackbone(Backbone):
+    """`network` (built for C channels) fed single-channel images through a learned 1x1 convolution:
+    (B, 1, H, W) -> channel_adapter -> (B, C, H, W) -> network -> `Features`.
+
+    Args:
+        network: any backbone; its `in_chans` is the adapter's output channel count.
+    """
+
+    def __init__(self, network: Backbone) -> None:
+        super().__init__()
+        self.channel_adapter = ChannelAdapter(network.in_chans)
+        self.network = network
+        self.in_chans = 1
+        self.embed_dim = network.embed_dim
+        self.out_channels = list(network.out_channels)
+        self.strides = list(network.strides)
+        self.patch_size = network.patch_size
+        self.final_map_index = network.final_map_index
+        self.decoder_width = network.decoder_width
+
+    def forward(self, images: Tensor) -> Features:  # images (B, 1, H, W)
+        self.check_input(images)
+        return self.network(self.channel_adapter(images))  # (B, 1, H, W) -> (B, C, H, W) -> Features
+
+
+LEARNED_NETWORK_CHANS = 3  # the learned channel adapter feeds an RGB-shaped network (RGB-pretrained weights fit)
+
+
 def build_backbone(config: BackboneConfig, in_chans: int = 3) -> Backbone:
     """The backbone `config` names, taking `config.in_chans` channels (else `in_chans`), with
-    `config.checkpoint` loaded (and its missing / unexpected / mismatched keys reported)."""
-    backbone = BACKBONES.build(config, config.in_chans or in_chans)
+    `config.checkpoint` loaded (and its missing / unexpected / mismatched keys reported).
+
+    With `config.channel_adapter == "learned"` the input must be 1 channel: the network is built for 3,
+    the checkpoint goes into it, and it is wrapped in a `ChannelAdaptedBackbone` taking the 1 channel.
+    """
+    in_chans = config.in_chans or in_chans
+    learned = config.channel_adapter == "learned"
+    if learned and in_chans != 1:
+        raise ValueError(f"backbone.channel_adapter learned maps 1 input channel to {LEARNED_NETWORK_CHANS}; "
+                         f"got {in_chans} input channels (data.channels must be 1)")  # fmt: skip
+    backbone = BACKBONES.build(config, LEARNED_NETWORK_CHANS if learned else in_chans)
     if config.checkpoint is not None:
         from pretrainlab.models.checkpoint import load_backbone_checkpoint
 
         load_backbone_checkpoint(backbone, config.checkpoint)
-    return backbone
+    return ChannelAdaptedBackbone(backbone) if learned else backbone

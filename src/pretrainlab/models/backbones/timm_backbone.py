@@ -3,7 +3,8 @@
 The timm model is kept as `self.model`, so state-dict keys are `model.<timm key>`.
 Multi-scale maps come from timm's `forward_intermediates`; `pooled` from
 `forward_head(pre_logits=True)`, i.e. the CLS token for ViTs and the (normed)
-global average for CNNs.
+global average for CNNs. A ViT also gives the CLS token of each of its last n blocks
+through the final norm (`last_blocks_tokens`), the input of DINO's linear probe.
 
 The config names every option it passes to timm (no free keyword arguments): family
 options are checked against the arch's family at load (`layers` on a ViT is an error),
@@ -156,6 +157,7 @@ class TimmBackbone(Backbone):
             self._use_small_input_stem(arch, stem_width)
         elif stem_width is not None:
             raise ValueError("stem_width applies with small_input_stem=True (timm reads it only for deep stems)")
+        self.arch = arch
         self.in_chans = in_chans
         self.is_vit = arch_is_vit
         self.patch_size = self.model.patch_embed.patch_size[0] if arch_is_vit else None
@@ -217,6 +219,39 @@ class TimmBackbone(Backbone):
         grid_h, grid_w = images.shape[-2] // self.patch_size, images.shape[-1] // self.patch_size
         feature_map = patch_tokens.transpose(1, 2).reshape(len(images), -1, grid_h, grid_w)  # (B, D, h, w)
         return Features(pooled=pooled, maps=[feature_map], tokens=patch_tokens)
+
+    def check_last_blocks(self, num_blocks: int) -> None:
+        """Raise ValueError unless `last_blocks_tokens(images, num_blocks)` can run: a ViT that pools by
+        its CLS token (so the token goes through the final norm) and has at least `num_blocks` blocks."""
+        if not self.is_vit:
+            raise ValueError(f"backbone {self.arch} is not a ViT: it has no CLS token per block "
+                             f"(last {num_blocks} blocks asked for)")  # fmt: skip
+        pooling = getattr(self.model, "global_pool", None)
+        if getattr(self.model, "cls_token", None) is None or pooling != "token":
+            raise ValueError(f"backbone {self.arch} pools by {pooling!r}, not by a CLS token: the CLS tokens of its "
+                             "last blocks are not its features")  # fmt: skip
+        depth = len(self.model.blocks)
+        if not 1 <= num_blocks <= depth:
+            raise ValueError(f"backbone {self.arch} has {depth} blocks; the last {num_blocks} were asked for")
+
+    def last_blocks_tokens(self, images: Tensor, num_blocks: int) -> tuple[Tensor, Tensor]:
+        """The CLS token of each of the last `num_blocks` blocks and the last block's patch tokens, all through
+        the final norm, as DINO's `get_intermediate_layers(x, n)` gives them (Caron et al. 2021, `eval_linear.py`).
+
+        Args:
+            images: (B, C, H, W).
+            num_blocks: n, 1 <= n <= depth.
+
+        Returns:
+            cls (B, n, D), earliest block first (`cls[:, -1]` is `pooled`), and patch tokens (B, N, D)
+            (`tokens` of `forward`; register tokens excluded).
+        """
+        self.check_input(images)
+        self.check_last_blocks(num_blocks)
+        outputs = self.model.forward_intermediates(images, indices=num_blocks, return_prefix_tokens=True, norm=True,
+                                                   output_fmt="NLC", intermediates_only=True)  # fmt: skip
+        cls = torch.stack([prefix[:, 0] for _, prefix in outputs], dim=1)  # prefix (B, P, D) -> cls (B, n, D)
+        return cls, outputs[-1][0]
 
 
 def _with_in_channels(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:
