@@ -47,7 +47,7 @@ def vit_run(tiny_synthetic: Path, tmp_path_factory: pytest.TempPathFactory) -> P
 def assert_figure_and_section(run: Path, name: str, *texts: str) -> str:
     assert (run / "plots" / f"{name}.png").read_bytes().startswith(b"\x89PNG")
     section = (run / "analysis" / f"{name}.md").read_text()
-    assert f"](plots/{name}.png)" in section
+    assert f"](../plots/{name}.png)" in section  # relative to analysis/<name>.md
     for text in texts:
         assert text in section
     assert plt.get_fignums() == []
@@ -154,7 +154,7 @@ def test_section_markdown_and_where_it_is_written(tmp_path: Path) -> None:
     path = section.write(tmp_path)
     assert path == tmp_path / "analysis" / "gradcam.md"
     assert path.read_text().splitlines() == [
-        "## Grad-CAM", "", "Options: num images `3`, target `label`.", "", "![Grad-CAM](plots/gradcam.png)", "",
+        "## Grad-CAM", "", "Options: num images `3`, target `label`.", "", "![Grad-CAM](../plots/gradcam.png)", "",
         "| quantity | value |", "|---|---:|", "| top-1 | 91.50 |",
     ]  # fmt: skip
 

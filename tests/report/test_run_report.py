@@ -59,8 +59,8 @@ def test_phase_tables_and_analysis_sections_are_included_with_links_from_the_run
     robustness_dir.mkdir(parents=True)
     (robustness_dir / "robustness.md").write_text("# Robustness\n\n## pretrained\n\n![r](robustness.png) [x](https://a.b/c)\n")
     run.analysis_dir.mkdir(parents=True)
-    (run.analysis_dir / "attention.md").write_text("## Attention\n\n![a](plots/attention.png)\n")
-    (run.analysis_dir / "landscape.md").write_text("# Loss landscapes\n\n## pretrained_2d\n\n![l](plots/l.png)\n")
+    (run.analysis_dir / "attention.md").write_text("## Attention\n\n![a](../plots/attention.png)\n")
+    (run.analysis_dir / "landscape.md").write_text("# Loss landscapes\n\n## pretrained_2d\n\n![l](../plots/l.png)\n")
     lines = report_of(run, knn_top1={"pretrained": 60.0, "random_init": 20.0}, knn_table="eval/epoch_3/knn/knn.md",
                       robustness_table="eval/epoch_3/robustness/robustness.md",
                       mean_corruption_acc={"pretrained": 41.5, "random_init": 20.25}).splitlines()  # fmt: skip
@@ -72,4 +72,4 @@ def test_phase_tables_and_analysis_sections_are_included_with_links_from_the_run
     assert "![r](eval/epoch_3/robustness/robustness.png) [x](https://a.b/c)" in lines  # absolute links untouched
     start = lines.index("## Analyses (`pretrainlab analyze`)")
     assert lines.index("### Attention") > start and lines.index("### Loss landscapes") > lines.index("### Attention")
-    assert "![a](plots/attention.png)" in lines and "#### pretrained_2d" in lines
+    assert "![a](plots/attention.png)" in lines and "![l](plots/l.png)" in lines and "#### pretrained_2d" in lines

@@ -49,8 +49,9 @@ DINO_MASS = 0.6  # share of each head's attention the thresholded map keeps (DIN
 
 def vit_of(backbone: nn.Module) -> nn.Module | None:
     """The timm ViT (`blocks`, `num_prefix_tokens`) inside a ViT backbone, None for any other backbone."""
-    model = getattr(backbone, "model", None)
-    return model if getattr(backbone, "is_vit", False) and hasattr(model, "blocks") else None
+    network = getattr(backbone, "network", backbone)  # a ChannelAdaptedBackbone (learned 1 -> 3 channels) wraps it
+    model = getattr(network, "model", None)
+    return model if getattr(network, "is_vit", False) and hasattr(model, "blocks") else None
 
 
 @contextmanager

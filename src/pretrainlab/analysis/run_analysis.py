@@ -3,7 +3,7 @@ the figure and the report section go, and a figure that is always closed.
 
     <run>/plots/<name>.png       the figure
     <run>/analysis/<name>.md     its report section: title, options used, the figure, a few numbers; links
-                                 are relative to the run directory, whose report.md includes the section
+                                 are relative to the file (../plots/), and the run's report.md includes it
 
 An analysis module exposes `add_cli_arguments(parser)` and `run_cli(args) -> int`; `cli.py` registers
 each as `pretrainlab analyze <name>`.
@@ -60,7 +60,7 @@ class AnalysisSection:
 
     def markdown(self) -> str:
         options = ", ".join(f"{key.replace('_', ' ')} `{value}`" for key, value in self.options.items())
-        lines = [f"## {self.title}", "", f"Options: {options}.", "", f"![{self.title}](plots/{self.name}.png)", ""]
+        lines = [f"## {self.title}", "", f"Options: {options}.", "", f"![{self.title}](../plots/{self.name}.png)", ""]
         if self.numbers:
             lines += ["| quantity | value |", "|---|---:|"]
             lines += [f"| {quantity} | {value} |" for quantity, value in self.numbers.items()]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import posixpath
 import re
 from pathlib import Path
 from typing import Any
@@ -91,14 +92,14 @@ def knn_section(run: RunDir, summary: dict[str, Any], curve: list[tuple[int, flo
     return "\n".join(lines)
 
 
-def included_markdown(path: Path, run_root: Path, links_from: Path | None = None) -> str:
+def included_markdown(path: Path, run_root: Path) -> str:
     """The Markdown file `path` as a part of `run_root`/report.md: its top heading level becomes `###` (one below
-    the report's sections), and its relative image / file links, relative to `links_from` (default: the file's
-    folder), become relative to `run_root`."""
-    folder = (links_from or path.parent).relative_to(run_root).as_posix()
+    the report's sections), and its relative image / file links (relative to the file) become relative to
+    `run_root`."""
+    folder = path.parent.relative_to(run_root).as_posix()
     text = path.read_text().strip()
-    if folder != ".":
-        text = re.sub(r"\]\((?![a-z]+:|/|#)([^)]+)\)", lambda m: f"]({folder}/{m.group(1)})", text)
+    text = re.sub(r"\]\((?![a-z]+:|/|#)([^)]+)\)",
+                  lambda m: f"]({posixpath.normpath(posixpath.join(folder, m.group(1)))})", text)  # fmt: skip
     levels = [len(m.group(1)) for m in re.finditer(r"^(#+) ", text, flags=re.MULTILINE)]
     shift = 3 - min(levels) if levels else 0
     return re.sub(r"^(#+) ", lambda m: "#" * (len(m.group(1)) + shift) + " ", text, flags=re.MULTILINE)
@@ -122,7 +123,7 @@ def analysis_sections(run: RunDir) -> str | None:
     paths = sorted(run.analysis_dir.glob("*.md"))
     if not paths:
         return None
-    sections = [included_markdown(path, run.path, links_from=run.path) + "\n" for path in paths]  # links: from the run
+    sections = [included_markdown(path, run.path) + "\n" for path in paths]
     return "\n".join(["## Analyses (`pretrainlab analyze`)", "", *sections])
 
 
