@@ -20,7 +20,6 @@ kernels on a saved copy of the base weights, without rebuilding or copying the m
 from __future__ import annotations
 
 import contextlib
-import io
 import multiprocessing
 import pickle
 import tempfile
@@ -178,7 +177,7 @@ def plane_losses(
 
     With one worker (or one chunk) the chunks run on `plane` in this process. Otherwise `workers`
     spawned processes of threads // workers threads each share them; each builds its own plane from
-    `model` (the unmodified model `plane` was built from a copy of), serialised once, and the images,
+    `model` (the unmodified model `plane` was built from a copy of), passed once to each worker, and the images,
     labels and directions, saved once to a temporary file that every worker memory-maps. Close the
     iterator early (e.g. `contextlib.closing`) and the chunks not yet started are cancelled.
     """
@@ -186,9 +185,8 @@ def plane_losses(
         for key, points in chunks:
             yield key, [plane.loss(point) for point in points]
         return
-    model_bytes = io.BytesIO()
-    try:
-        torch.save(model, model_bytes)
+    try:  # the workers receive the model through multiprocessing's pickling: check it pickles, with a clear error
+        pickle.dumps(model)
     except (pickle.PicklingError, AttributeError, TypeError) as error:
         raise ValueError(f"{type(model).__name__} cannot be sent to worker processes ({error}); use workers=1") from None
     settings = (plane.perturbed, plane.batch_size, plane.precision, plane.channels_last, max(1, threads // workers))
@@ -196,7 +194,7 @@ def plane_losses(
         inputs = Path(folder) / "inputs.pt"
         torch.save({"images": plane.images, "labels": plane.labels, "directions": plane.directions}, inputs)
         pool = ProcessPoolExecutor(min(workers, len(chunks)), mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_init_worker, initargs=(model_bytes.getvalue(), str(inputs), settings))  # fmt: skip
+                                   initializer=_init_worker, initargs=(model, str(inputs), settings))  # fmt: skip
         try:
             futures = {pool.submit(_worker_losses, points): key for key, points in chunks}
             for future in as_completed(futures):
@@ -208,14 +206,13 @@ def plane_losses(
 _WORKER_PLANE: WeightPlane | None = None
 
 
-def _init_worker(model_bytes: bytes, inputs_path: str, settings: tuple[str, int, str, bool, int]) -> None:
+def _init_worker(model: nn.Module, inputs_path: str, settings: tuple[str, int, str, bool, int]) -> None:
     """A worker's set-up: its share of the threads, freed activations kept (as the CLI does), its own model,
     the memory-mapped inputs."""
     global _WORKER_PLANE
     perturbed, batch_size, precision, channels_last, threads = settings
     torch.set_num_threads(threads)
     keep_freed_memory()  # else every large activation is page-faulted in again, per batch
-    model = torch.load(io.BytesIO(model_bytes), weights_only=False)  # serialised by the parent process just now
     inputs = torch.load(inputs_path, mmap=True, weights_only=True)
     _WORKER_PLANE = WeightPlane(model, perturbed, inputs["directions"], inputs["images"], inputs["labels"],
                                 batch_size=batch_size, precision=precision, channels_last=channels_last)  # fmt: skip
