@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: quickstart test test-fast bench clean-runs
+.PHONY: quickstart test test-fast soak bench clean-runs
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,10 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
+
+# the long reliability run: five kills per workload and the large bad-input corpus (issue 14)
+soak: $(STAMP)
+	PRETRAINLAB_SOAK=1 $(BIN)/python -m pytest -q -s tests/soak tests/corpus
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install -q '.[bench]'

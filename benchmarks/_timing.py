@@ -4,7 +4,8 @@ On a machine shared with other jobs, load drifts over seconds; timing the conten
 in alternation (A B, B A, A B, ...) exposes both to the same drift, so the ratio of
 their medians is the number to trust. Each call is timed by wall clock and by process
 CPU time (all threads of this process), the latter being less disturbed by other
-processes competing for the same cores.
+processes competing for the same cores. A contender running in another process (MMSeg in its
+own venv) times itself there and returns `Measured`.
 """
 
 from __future__ import annotations
@@ -42,10 +43,21 @@ class Timings:
         return min(self.wall)
 
 
+@dataclass(frozen=True)
+class Measured:
+    """Seconds a contender measured itself, e.g. in another process, whose CPU time this process's clock
+    does not see. A call returning it is timed by these numbers instead of this process's clocks."""
+
+    wall: float
+    cpu: float
+
+
 def time_call(work: Callable[[], object]) -> tuple[float, float]:
-    """(wall seconds, process CPU seconds) of one call."""
+    """(wall seconds, process CPU seconds) of one call, or the call's own `Measured` seconds."""
     wall, cpu = time.perf_counter(), time.process_time()
-    work()
+    result = work()
+    if isinstance(result, Measured):
+        return result.wall, result.cpu
     return time.perf_counter() - wall, time.process_time() - cpu
 
 

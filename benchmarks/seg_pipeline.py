@@ -22,9 +22,8 @@ Before timing, both sides augment every image once from the same random numbers 
 legacy stream, seeded per image) and the uint8 outputs (ours: `SegTrainPipeline`, the code
 that is timed) are compared bit for bit.
 
-MMSeg runs in its own venv (see FACTS.md, e.g. /work/mmseg-venv) in a subprocess. mmcv-lite
-has no compiled ops, so a stand-in `mmcv.ops` module is registered before importing mmseg;
-every name in it is a placeholder that raises if used (none is used here). Passes alternate
+MMSeg runs in its own venv in a subprocess (`_mmseg.py`: the venv, the stand-in for mmcv-lite's
+missing compiled ops, none of which is used here, and the request protocol). Passes alternate
 between the two sides so load from other jobs hits both alike; each side's best pass is
 reported by wall clock and by process CPU time (less disturbed on a shared machine).
 
@@ -44,13 +43,8 @@ from __future__ import annotations
 
 import argparse
 import functools
-import inspect
-import json
 import logging
-import os
-import subprocess
 import tempfile
-import textwrap
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -58,6 +52,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+from _mmseg import DEFAULT_MMSEG_PYTHON, MMSegProcess, apply_allocator, mmseg_python, start_mmseg
 from PIL import Image
 
 from pretrainlab.data.formats.segmentation_datasets import (
@@ -68,66 +63,18 @@ from pretrainlab.data.formats.segmentation_datasets import (
 from pretrainlab.data.transforms.seg_collate import collate_segmentation
 from pretrainlab.data.transforms.seg_pipeline import SegTrainPipeline
 from pretrainlab.data.transforms.seg_sample import SegTrainSample
-from pretrainlab.engine.malloc import keep_freed_memory
 from pretrainlab.eval.metrics import SegmentationMetric
 
 log = logging.getLogger("seg_pipeline_bench")
 
-DEFAULT_MMSEG_PYTHON = Path("/work/mmseg-venv/bin/python")
 NUM_CLASSES = 150
 IOU_HW = (512, 683)
 CROP = (512, 512)
 BATCH = 8
 TASKS = ("transforms", "batches", "iou")
-ALLOCATOR_ENV = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
 
 
-def tuned_thresholds() -> dict[str, int]:
-    """The engine's `keep_freed_memory` defaults, keyed by the glibc variable setting the same value."""
-    parameters = inspect.signature(keep_freed_memory).parameters
-    return {
-        "MALLOC_MMAP_THRESHOLD_": parameters["mmap_threshold"].default,
-        "MALLOC_TRIM_THRESHOLD_": parameters["trim_threshold"].default,
-    }
-
-
-def apply_allocator(setting: str) -> dict[str, str]:
-    """Apply `setting` in this process; return the environment for the MMSeg subprocess."""
-    env = {key: value for key, value in os.environ.items() if key not in ALLOCATOR_ENV}
-    inherited = {key: os.environ[key] for key in ALLOCATOR_ENV if key in os.environ}
-    if setting == "default":
-        if inherited or "GLIBC_TUNABLES" in os.environ:
-            log.warning(
-                "allocator: glibc variables set in this environment apply to this process: %s",
-                inherited or os.environ["GLIBC_TUNABLES"],
-            )
-        log.info("allocator: glibc defaults on both sides (%s removed for MMSeg)", " / ".join(ALLOCATOR_ENV))
-        return env
-    thresholds = tuned_thresholds()
-    applied = keep_freed_memory(thresholds["MALLOC_MMAP_THRESHOLD_"], thresholds["MALLOC_TRIM_THRESHOLD_"])
-    env.update({key: str(value) for key, value in thresholds.items()})
-    log.info(
-        "allocator: tuned on both sides -- ours: keep_freed_memory() (mallopt %s), MMSeg: %s",
-        "applied" if applied else "NOT applied",
-        " ".join(f"{key}={value}" for key, value in thresholds.items()),
-    )
-    return env
-
-
-MMSEG_DRIVER = textwrap.dedent(
-    """
-    import json, sys, time, types
-
-    def _placeholder(name):
-        if name.startswith("__"):
-            raise AttributeError(name)
-        def unavailable(*args, **kwargs):
-            raise RuntimeError(f"mmcv.ops stand-in: {name} needs compiled mmcv ops")
-        return type(name, (), {"__init__": unavailable, "__call__": unavailable})
-
-    ops = types.ModuleType("mmcv.ops")  # mmcv-lite ships no compiled ops; mmseg imports names from here
-    ops.__getattr__ = _placeholder
-    sys.modules["mmcv.ops"] = ops
+MMSEG_SCRIPT = """
     import cv2, numpy as np, torch
     cv2.setNumThreads(1); torch.set_num_threads(1)
     import mmseg
@@ -201,14 +148,8 @@ MMSEG_DRIVER = textwrap.dedent(
         return len(args["pairs"])
 
     work = dict(transforms=transforms_pass, batches=batches_pass, iou=iou_pass, check=check_pass)
-    print("@@", json.dumps(dict(version=mmseg.__version__)), flush=True)
-    for command in sys.stdin:  # one timed pass per line naming a task
-        wall, cpu = time.perf_counter(), time.process_time()
-        count = work[command.strip()]()
-        timing = dict(count=count, wall=time.perf_counter() - wall, cpu=time.process_time() - cpu)
-        print("@@", json.dumps(timing), flush=True)
-    """
-)
+    serve(work, dict(version=mmseg.__version__))  # one timed pass per line naming a task
+"""
 
 
 class Timings:
@@ -289,78 +230,24 @@ def our_passes(pairs: list[tuple[Path, Path]], num_iou: int, seed: int) -> dict[
     return {"transforms": transforms_pass, "batches": batches_pass, "iou": iou_pass}
 
 
-class MMSegDriver:
-    """MMSeg's transforms, preprocessor and IoUMetric in another interpreter, one timed pass per request."""
-
-    def __init__(
-        self,
-        python: Path,
-        pairs: list[tuple[Path, Path]],
-        args: argparse.Namespace,
-        check_file: Path,
-        env: dict[str, str] | None = None,
-    ) -> None:
-        self.errors = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 -- the driver's stderr for its lifetime, shown if it fails
-        payload = {
-            "pairs": [(str(a), str(b)) for a, b in pairs],
-            "seed": args.seed,
-            "crop": list(CROP),
-            "batch": BATCH,
-            "iou_images": args.iou_images,
-            "iou_hw": list(IOU_HW),
-            "num_classes": NUM_CLASSES,
-            "check_file": str(check_file),
-        }
-        self.process = subprocess.Popen(
-            [str(python), "-c", MMSEG_DRIVER, json.dumps(payload)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=self.errors,
-            text=True,
-            env=env,
-        )
-        self.version = self._read()["version"]
-
-    def _read(self) -> dict:
-        """Next reply line (marked "@@"; anything else mmseg prints is skipped)."""
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            if line.startswith("@@ "):
-                return json.loads(line[3:])
-        self.process.wait(timeout=60)
-        self.errors.seek(0)
-        raise RuntimeError(self.errors.read().strip()[-2000:])
-
-    def run(self, timings: Timings, task: str) -> None:
-        assert self.process.stdin is not None
-        self.process.stdin.write(task + "\n")
-        self.process.stdin.flush()
-        reply = self._read()
-        timings.add(reply["count"], reply["wall"], reply["cpu"])
-
-    def close(self) -> None:
-        if self.process.stdin is not None:
-            self.process.stdin.close()
-        self.process.wait(timeout=60)
-        self.errors.close()
+def mmseg_payload(pairs: list[tuple[Path, Path]], args: argparse.Namespace, check_file: Path) -> dict:
+    """What `MMSEG_SCRIPT` reads: the image / label files and the settings of every task."""
+    return {
+        "pairs": [(str(a), str(b)) for a, b in pairs],
+        "seed": args.seed,
+        "crop": list(CROP),
+        "batch": BATCH,
+        "iou_images": args.iou_images,
+        "iou_hw": list(IOU_HW),
+        "num_classes": NUM_CLASSES,
+        "check_file": str(check_file),
+    }
 
 
-def start_mmseg(
-    python: Path | None,
-    pairs: list[tuple[Path, Path]],
-    args: argparse.Namespace,
-    check_file: Path,
-    env: dict[str, str] | None = None,
-) -> MMSegDriver | None:
-    """Start the MMSeg driver; None (with the reason logged) when it cannot be started or imported."""
-    if python is None:
-        log.info("no MMSegmentation interpreter (pass --mmseg-python or create %s)", DEFAULT_MMSEG_PYTHON)
-        return None
-    try:
-        return MMSegDriver(python, pairs, args, check_file, env)
-    except (OSError, RuntimeError) as error:
-        log.warning("MMSegmentation could not be imported or run with %s:\n%s", python, error)
-        return None
+def run_mmseg(mmseg: MMSegProcess, timings: Timings, task: str) -> None:
+    """One MMSeg pass of `task`, timed inside its process."""
+    reply = mmseg.run(task)
+    timings.add(reply.result, reply.wall, reply.cpu)  # the result is the number of images
 
 
 class LegacyNumpyStream:
@@ -427,28 +314,28 @@ def main() -> None:
     cv2.setNumThreads(1)
     torch.set_num_threads(1)
 
-    mmseg_python = args.mmseg_python or (DEFAULT_MMSEG_PYTHON if DEFAULT_MMSEG_PYTHON.exists() else None)
+    python = mmseg_python(args.mmseg_python)
     ours = {task: Timings() for task in TASKS}
     theirs: dict[str, Timings] | None = None
     with tempfile.TemporaryDirectory(prefix="seg_bench_") as tmp:
         pairs = write_synthetic_pairs(Path(tmp), args.num_images, args.seed)
         passes = our_passes(pairs, args.iou_images, args.seed)
         check_file = Path(tmp) / "mmseg_outputs.npz"
-        mmseg = start_mmseg(mmseg_python, pairs, args, check_file, mmseg_env)
+        mmseg = start_mmseg(python, MMSEG_SCRIPT, mmseg_payload(pairs, args, check_file), mmseg_env)
         identical = None
         if mmseg is not None:
             theirs = {task: Timings() for task in TASKS}
-            mmseg.run(Timings(), "check")
+            mmseg.run("check")
             identical = count_identical(pairs, check_file, args.seed)
         for round_index in range(args.rounds + 1):  # round 0 is a warm-up
             for task in TASKS:
                 timed(ours[task] if round_index else Timings(), passes[task])
                 if mmseg is not None and theirs is not None:
-                    mmseg.run(theirs[task] if round_index else Timings(), task)
+                    run_mmseg(mmseg, theirs[task] if round_index else Timings(), task)
         if mmseg is not None:
             mmseg.close()
 
-    version = mmseg.version if mmseg is not None else ""
+    version = mmseg.info["version"] if mmseg is not None else ""
     log.info("allocator setting (both sides): %s", args.allocator)
     if identical is not None:
         log.info("same random draws -> %d / %d augmented images and labels bit-identical to MMSeg", identical, len(pairs))

@@ -1,7 +1,8 @@
 """`pretrainlab` command line: data synth|rain | pretrain | evaluate knn|linear|seg | study | sweep | search | export | report | analyze params|embeddings|attention|gradcam|landscape.
 
 Config errors print one line per problem (file, dotted key, what was expected) and
-exit with status 2, before any data is read.
+exit with status 2, before any data is read. A run directory another process is writing
+(run_lock.py) and a write that failed (a full disk) print one line and exit with status 1.
 
 `analyze embeddings|attention|gradcam|landscape --run DIR` each come from a module of
 `pretrainlab.analysis` exposing `add_cli_arguments(parser)` and `run_cli(args) -> int`, imported
@@ -25,6 +26,8 @@ from rich.logging import RichHandler
 from pretrainlab.config.loading import ConfigError, load_config
 from pretrainlab.config.search_space import SAMPLERS
 from pretrainlab.engine.malloc import keep_freed_memory
+from pretrainlab.run_dir import FileWriteError
+from pretrainlab.run_lock import RunLockedError
 
 log = logging.getLogger("pretrainlab")
 
@@ -71,6 +74,9 @@ def main(argv: list[str] | None = None) -> int:
         format="%(message)s",
         handlers=[RichHandler(show_path=False, rich_tracebacks=False)],
     )
+    if args.quiet:  # Lightning's loggers carry their own handler and INFO level ("GPU available: ...", tips)
+        for name in ("lightning.pytorch", "lightning.fabric"):
+            logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     warnings.filterwarnings("ignore", ".*LeafSpec.*")
     warnings.filterwarnings("ignore", ".*module\\(s\\) in eval mode.*")  # DINO's teacher, frozen backbones: on purpose
@@ -78,8 +84,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.handler(args)
     except (ConfigError, FileExistsError, FileNotFoundError, ValueError, KeyError) as error:
-        print(f"error: {error}", file=sys.stderr)
+        message = str(error)
+        if "\nOriginal Traceback" in message:  # from a DataLoader worker: torch put the worker's traceback first
+            message = message.rstrip().rsplit("\n", 1)[-1].split(": ", 1)[-1]
+        print(f"error: {message}", file=sys.stderr)
         return 2
+    except FloatingPointError as error:  # a diverged run: the engine's message names step, loss terms, checkpoint
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except (RunLockedError, FileWriteError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
 
 
 def parse_arguments(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
@@ -282,14 +297,16 @@ def cmd_evaluate_seg(args: argparse.Namespace) -> int:
     ensure_dataset(config)
     from pretrainlab.eval.segmentation_report import seg_report_section, write_report_section
     from pretrainlab.run_dir import RunDir
+    from pretrainlab.run_lock import hold_run_lock
 
     name, backbone = load_seg_backbone(args.backbone_from, config)
     run = RunDir(config.run_dir)
-    results = evaluate_segmentation(config, {name: backbone}, {name: args.backbone_from}, run.eval_dir)
-    if results:
-        plot = "eval/seg_examples.png" if config.eval.seg.num_examples else None
-        write_report_section(run.path, seg_report_section(results, plot))
-        log.info("%s: %s -> %s", name, results[name]["summary"], run.eval_dir / "seg.json")
+    with hold_run_lock(run.path):
+        results = evaluate_segmentation(config, {name: backbone}, {name: args.backbone_from}, run.eval_dir)
+        if results:
+            plot = "eval/seg_examples.png" if config.eval.seg.num_examples else None
+            write_report_section(run.path, seg_report_section(results, plot))
+            log.info("%s: %s -> %s", name, results[name]["summary"], run.eval_dir / "seg.json")
     return 0
 
 

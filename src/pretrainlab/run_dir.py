@@ -1,6 +1,7 @@
 """The run directory: one module owns its layout and reads / writes every file in it.
 
     runs/<name>/config.yaml                        resolved config
+                .lock                              the process writing the run (run_lock.py), while it runs
                 pretrain/metrics.jsonl             one JSON object per log step / evaluation (pretraining)
                 pretrain/checkpoints/last.ckpt     pretraining state, written atomically at every epoch end
                 pretrain/logs/                     TensorBoard + CSV
@@ -20,17 +21,24 @@ A phase's `result.json` is written last: the phase is finished once it exists.
 Engine, study, sweep and report go through `RunDir`; reports never import the engine.
 Checkpoints are read with `weights_only=True`: a file holding anything but tensors and
 plain types (e.g. a pickled callable) is refused with one clear line.
+
+Whole files (checkpoints, JSON, config.yaml, text) are written to `<name>.tmp`, fsynced and renamed, so a
+process killed while writing leaves the previous version. A write that fails (a full disk: ENOSPC)
+removes the temporary file and raises `FileWriteError`, one line naming the file and the error. A JSONL
+line torn by a kill or a full disk (the last line, without its newline) is not read.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
 import pickle
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 import yaml
@@ -43,12 +51,50 @@ class UnsafeCheckpointError(ValueError):
     """A checkpoint that holds code, or is not a torch checkpoint at all."""
 
 
-def write_json(path: Path, data: Any) -> None:
-    """Write `data` as indented JSON atomically (temporary file, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+class FileWriteError(RuntimeError):
+    """A file could not be written (a full disk, a quota, an I/O error): its temporary file is removed and
+    its previous version, if any, is intact."""
+
+
+def _describe_os_error(error: OSError) -> str:
+    """`No space left on device (ENOSPC)`; the text of an OSError without an errno."""
+    if error.errno is None:
+        return str(error)
+    return f"{error.strerror or os.strerror(error.errno)} ({errno.errorcode.get(error.errno, error.errno)})"
+
+
+def _write_atomically(path: Path, write: Callable[[IO[bytes]], object]) -> None:
+    """`write` the contents into `<path>.tmp`, fsync, rename it to `path`. On any failure (or interruption)
+    the temporary file is removed and `path` keeps its previous contents."""
     temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(data, indent=2, default=_plain))
-    temporary.replace(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with temporary.open("wb") as file:
+            write(file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write `text` atomically (temporary file, fsync, rename).
+
+    Raises:
+        FileWriteError: the write failed; `path` keeps its previous version.
+    """
+    try:
+        _write_atomically(path, lambda file: file.write(text.encode()))
+    except OSError as error:
+        message = f"could not write {path}: {_describe_os_error(error)}; its previous version, if any, is intact"
+        raise FileWriteError(message) from error
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write `data` as indented JSON atomically (see `write_text`)."""
+    write_text(path, json.dumps(data, indent=2, default=_plain))
 
 
 def read_json(path: Path) -> Any:
@@ -60,24 +106,45 @@ def _plain(value: Any) -> Any:
 
 
 def append_jsonl(path: Path, record: dict[str, Any]) -> None:
-    """Append one JSON line; non-finite floats become null."""
+    """Append one JSON line; non-finite floats become null.
+
+    Raises:
+        FileWriteError: the append failed (a torn last line is skipped by the readers).
+    """
     clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as file:
-        file.write(json.dumps(clean) + "\n")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a") as file:
+            file.write(json.dumps(clean) + "\n")
+    except OSError as error:
+        raise FileWriteError(f"could not append to {path}: {_describe_os_error(error)}") from error
+
+
+def _jsonl_lines(path: Path) -> list[str]:
+    """The complete lines of a JSONL file: a last line without its newline (torn by a kill or a full disk
+    while appending) is dropped unless it parses."""
+    text = path.read_text()
+    lines = text.splitlines()
+    if lines and not text.endswith("\n"):
+        try:
+            json.loads(lines[-1])
+        except json.JSONDecodeError:
+            lines.pop()
+    return [line for line in lines if line.strip()]
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [json.loads(line) for line in _jsonl_lines(path)]
 
 
 def truncate_jsonl(path: Path, last_step: int) -> None:
-    """Drop the lines logged after `last_step` (history past a checkpoint a run resumes from)."""
+    """Drop the lines logged after `last_step` (history past a checkpoint a run resumes from), and a torn
+    last line; the file is replaced atomically."""
     if path.exists():
-        kept = [line for line in path.read_text().splitlines() if json.loads(line).get("step", 0) <= last_step]
-        path.write_text("".join(line + "\n" for line in kept))
+        kept = [line for line in _jsonl_lines(path) if json.loads(line).get("step", 0) <= last_step]
+        write_text(path, "".join(line + "\n" for line in kept))
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -100,14 +167,44 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
 
 
 def save_checkpoint(checkpoint: dict[str, Any], path: Path) -> None:
-    """torch.save to a temporary file, fsync, then rename: a killed write keeps the old file intact."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
-    with temporary.open("wb") as file:
-        torch.save(checkpoint, file)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(temporary, path)
+    """torch.save to a temporary file, fsync, then rename: a killed write keeps the old file intact.
+
+    Raises:
+        FileWriteError: the write failed (a full disk: ENOSPC). The temporary file is removed and the
+            previous checkpoint is intact; the message names the file, the error and the kept checkpoint's
+            epoch and step.
+    """
+    try:
+        _write_atomically(path, lambda file: torch.save(checkpoint, file))
+    except (OSError, RuntimeError) as error:
+        failure = _os_error_behind(error)
+        if failure is None:
+            raise
+        message = f"could not write checkpoint {path}: {_describe_os_error(failure)}; {_kept(path)}"
+        raise FileWriteError(message) from error
+
+
+def _os_error_behind(error: BaseException) -> OSError | None:
+    """The OSError of a failed write: `error` itself, or the one it was raised while handling (torch.save
+    into a file object reports a failed write as a RuntimeError from closing its archive); None if none."""
+    seen: BaseException | None = error
+    while seen is not None and not isinstance(seen, OSError):
+        seen = seen.__cause__ or seen.__context__
+    return seen
+
+
+def _kept(path: Path) -> str:
+    """What a resume finds after a failed write of `path`: the previous checkpoint, with its epoch and step
+    when it is a Lightning one (read memory-mapped: only those two values are loaded)."""
+    if not path.is_file():
+        return "there is no earlier checkpoint"
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        # Lightning stores the 0-based index of the epoch that ended
+        position = f" (after epoch {int(state['epoch']) + 1}, step {int(state['global_step'])})"
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, KeyError, TypeError, ValueError):
+        position = ""
+    return f"the previous checkpoint{position} is kept and a resume continues from it"
 
 
 @dataclass(frozen=True)
@@ -203,10 +300,7 @@ class RunDir:
         return yaml.safe_load(self.config_path.read_text()) or {}
 
     def write_config(self, text: str) -> None:
-        self.path.mkdir(parents=True, exist_ok=True)
-        temporary = self.config_path.with_name("config.yaml.tmp")
-        temporary.write_text(text)
-        temporary.replace(self.config_path)
+        write_text(self.config_path, text)
 
     def load_checkpoint(self) -> dict[str, Any]:
         if not self.checkpoint.is_file():

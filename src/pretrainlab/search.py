@@ -16,8 +16,8 @@ Resuming: `--trials N` counts COMPLETE trials; a later call with the same N runs
 difference. On start, a trial still RUNNING (its process was killed) is marked FAIL, and every FAIL trial that
 has not been retried yet (it raised, or was stopped with Ctrl-C) is enqueued again with its parameters and its
 run folder (Optuna's retry, system attr `failed_trial`), so its run resumes from its last checkpoint. A trial
-whose sampled config does not validate fails for good. One search process per study folder: a RUNNING trial
-found on start is taken to be a dead one.
+whose sampled config does not validate fails for good. One search process per study folder (it holds the
+folder's lock, run_lock.py): a RUNNING trial found on start is a dead one.
 
 Reproducibility: before each trial the sampler is rebuilt, seeded with the config's `seed` + the trial's
 number, so what a trial samples depends only on the seed, its number and the trials before it (the grid's
@@ -63,6 +63,7 @@ from pretrainlab.report.scores import (
     read_run_scores,
 )
 from pretrainlab.run_dir import write_json
+from pretrainlab.run_lock import hold_run_lock
 from pretrainlab.study.run import load_run_config
 from pretrainlab.study.runner import run_study
 from pretrainlab.sweep import required_columns
@@ -111,6 +112,8 @@ def run_search(
     Raises:
         ConfigError: no search section, no `num_trials` for a sampler that needs it, a study or run folder
             made with another config, a trial without the objective's score; whatever a trial raised.
+        RunLockedError: another search is running in the study folder, or another process is writing a
+            trial's run folder.
     """
     search = search_section(sweep)
     objectives = search.resolved_objectives(sweep.file.metric)
@@ -118,11 +121,12 @@ def run_search(
     num_trials = _target_trials(sweep, search, sampler, num_trials)
     reference = sweep.trial_config(REFERENCE, {})
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # each trial is logged below, with its run folder
-    study = open_study(sweep, objectives, reference)
-    retry_unfinished(study)
-    objective = trial_objective(sweep, search, objectives, sampler)
-    _run_trials(sweep, study, sampler, num_trials, objective, reference.seed, console or Console(stderr=True))
-    return write_results(sweep, study, objectives, sampler, reference.seed)
+    with hold_run_lock(sweep.study_dir):  # one search per study folder: retry_unfinished relies on it
+        study = open_study(sweep, objectives, reference)
+        retry_unfinished(study)
+        objective = trial_objective(sweep, search, objectives, sampler)
+        _run_trials(sweep, study, sampler, num_trials, objective, reference.seed, console or Console(stderr=True))
+        return write_results(sweep, study, objectives, sampler, reference.seed)
 
 
 def _target_trials(sweep: Sweep, search: SearchSection, sampler: str, num_trials: int | None) -> int:

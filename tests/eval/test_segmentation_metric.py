@@ -7,6 +7,7 @@ import pytest
 import torch
 from conftest import load_reference
 
+from pretrainlab.eval import metrics
 from pretrainlab.eval.metrics import SegmentationMetric, intersect_and_union
 
 
@@ -89,3 +90,94 @@ def test_bad_inputs_raise() -> None:
         intersect_and_union(torch.zeros(2, 2), torch.zeros(2, 2), 2)
     with pytest.raises(ValueError, match=r"\(H, W\) or \(B, H, W\), got shape \(4,\)"):
         SegmentationMetric(2).update(torch.zeros(4, dtype=torch.long), torch.zeros(4, dtype=torch.long))
+
+
+def _per_class_loop(pred: np.ndarray, label: np.ndarray, num_classes: int, ignore_index: int) -> dict[str, list]:
+    """The four areas class by class, straight from their definitions."""
+    valid = label != ignore_index
+    areas: dict[str, list] = {"intersect": [], "union": [], "pred": [], "label": []}
+    for c in range(num_classes):
+        is_pred, is_label = (pred == c) & valid, (label == c) & valid
+        areas["intersect"].append(int((is_pred & is_label).sum()))
+        areas["union"].append(int((is_pred | is_label).sum()))
+        areas["pred"].append(int(is_pred.sum()))
+        areas["label"].append(int(is_label.sum()))
+    return areas
+
+
+def _maps(seed: int, num_classes: int, shape: tuple[int, ...], ignore_index: int) -> tuple[np.ndarray, np.ndarray]:
+    """Maps using only some classes (the rest absent), 10 % ignored pixels, 20 % wrong predictions."""
+    rng = np.random.default_rng(seed)
+    used = rng.choice(num_classes, max(1, num_classes // 2), replace=False)
+    label = used[rng.integers(0, len(used), shape)]
+    pred = np.where(rng.random(shape) < 0.2, rng.integers(0, num_classes, shape), label)
+    label = np.where(rng.random(shape) < 0.1, ignore_index, label)
+    return pred, label
+
+
+_AREA_CASES = [
+    (dtype, num_classes, ignore_index)
+    for dtype in (np.uint8, np.int16, np.int32, np.int64)
+    for num_classes, ignore_index in [(150, 255), (19, 255), (1, 255), (4, 7), (5, 0), (3, -1)]
+    if not (dtype == np.uint8 and ignore_index < 0)  # uint8 maps cannot hold a negative ignore_index
+]
+
+
+@pytest.mark.parametrize(("dtype", "num_classes", "ignore_index"), _AREA_CASES)
+def test_confusion_areas_equal_a_per_class_loop(dtype: type, num_classes: int, ignore_index: int) -> None:
+    for seed, shape in enumerate([(37, 53), (3, 16, 21), (1, 1), (0, 4)]):
+        pred, label = _maps(seed, num_classes, shape, ignore_index)
+        expected = _per_class_loop(pred, label, num_classes, ignore_index)
+        areas = intersect_and_union(torch.from_numpy(pred.astype(dtype)), torch.from_numpy(label.astype(dtype)),
+                                    num_classes, ignore_index)  # fmt: skip
+        for key, values in expected.items():
+            assert getattr(areas, key).dtype == torch.int64
+            assert getattr(areas, key).tolist() == values, (key, seed)
+
+
+def test_one_bincount_path_serves_the_usual_maps(monkeypatch: pytest.MonkeyPatch) -> None:
+    pred, label = _maps(0, 150, (64, 80), 255)
+    expected = intersect_and_union(torch.from_numpy(pred), torch.from_numpy(label), 150)
+
+    def refuse(*args: object) -> None:
+        raise AssertionError("the masked path ran")
+
+    monkeypatch.setattr(metrics, "_confusion_masked", refuse)
+    for dtype in (torch.uint8, torch.int64):
+        areas = intersect_and_union(torch.from_numpy(pred).to(dtype), torch.from_numpy(label).to(dtype), 150)
+        for key in ("intersect", "union", "pred", "label"):
+            assert torch.equal(getattr(areas, key), getattr(expected, key))
+
+
+def test_out_of_range_predictions_on_ignored_pixels_are_dropped() -> None:
+    # a 255 prediction where the label is ignored is fine (the one-pass path declines, the masked path counts)
+    pred = torch.tensor([[0, 255, 1], [1, 1, 0]], dtype=torch.uint8)
+    label = torch.tensor([[0, 255, 1], [0, 255, 0]], dtype=torch.uint8)
+    areas = intersect_and_union(pred, label, num_classes=2)
+    expected = _per_class_loop(pred.numpy(), label.numpy(), 2, 255)
+    assert {key: getattr(areas, key).tolist() for key in expected} == expected
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int64])
+def test_labels_between_classes_and_ignore_raise_on_every_dtype(dtype: torch.dtype) -> None:
+    with pytest.raises(ValueError, match=r"label values .* must lie in \[0, 4\), got min 0 and max 9"):
+        intersect_and_union(torch.tensor([[0, 1]], dtype=dtype), torch.tensor([[0, 9]], dtype=dtype), 4)
+    with pytest.raises(ValueError, match=r"label values .* must lie in \[0, 4\), got min 0 and max 254"):
+        intersect_and_union(torch.tensor([[0, 1]], dtype=dtype), torch.tensor([[0, 254]], dtype=dtype), 4, 200)
+    with pytest.raises(ValueError, match=r"pred values .* must lie in \[0, 4\), got min 0 and max 4"):
+        intersect_and_union(torch.tensor([[0, 4]], dtype=dtype), torch.tensor([[0, 1]], dtype=dtype), 4)
+    if dtype == torch.int64:
+        with pytest.raises(ValueError, match=r"label values .* got min -3 and max 1"):
+            intersect_and_union(torch.tensor([[0, 1]]), torch.tensor([[-3, 1]]), 4)
+        with pytest.raises(ValueError, match=r"pred values .* got min -1 and max 1"):
+            intersect_and_union(torch.tensor([[-1, 1]]), torch.tensor([[0, 1]]), 4)
+
+
+def test_uint8_and_int64_accumulate_the_same_numbers() -> None:
+    wide, narrow = SegmentationMetric(150), SegmentationMetric(150)
+    for seed in range(3):
+        pred, label = _maps(seed, 150, (2, 40, 30), 255)
+        wide.update(torch.from_numpy(pred), torch.from_numpy(label))
+        narrow.update(torch.from_numpy(pred.astype(np.uint8)), torch.from_numpy(label.astype(np.uint8)))
+    for key in ("area_intersect", "area_union", "area_pred_label", "area_label"):
+        np.testing.assert_array_equal(wide.compute()[key], narrow.compute()[key])

@@ -28,6 +28,7 @@ from pretrainlab.config.schema import Config
 from pretrainlab.study.run import random_init_method
 from pretrainlab.methods import Method
 from pretrainlab.models.model import Model
+from pretrainlab.run_dir import write_text
 
 TOTAL = "(total)"
 
@@ -186,6 +187,6 @@ def write_params_table(rows: list[ModuleStats], out_dir: Path, title: str) -> tu
     """`out_dir/params.md` and `out_dir/params.csv`."""
     out_dir.mkdir(parents=True, exist_ok=True)
     md_path, csv_path = out_dir / "params.md", out_dir / "params.csv"
-    md_path.write_text(params_markdown(rows, title))
-    csv_path.write_text(params_csv(rows))
+    write_text(md_path, params_markdown(rows, title))
+    write_text(csv_path, params_csv(rows))
     return md_path, csv_path

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from pretrainlab.report.run_report import refresh_run_report
-from pretrainlab.run_dir import RunDir
+from pretrainlab.run_dir import RunDir, write_text
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -71,7 +71,7 @@ class AnalysisSection:
         """Write the section to <run>/analysis/<name>.md (replacing an earlier one) and return its path."""
         path = section_path(run_dir, self.name)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(self.markdown())
+        write_text(path, self.markdown())
         refresh_run_report(run_dir)
         return path
 

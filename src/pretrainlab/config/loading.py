@@ -51,11 +51,22 @@ def read_yaml_mapping(path: Path, what: str) -> dict[str, Any]:
         raise ConfigError(f"{what} {path} not found")
     try:
         data = yaml.safe_load(path.read_text()) or {}
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path}: not a UTF-8 text file ({error.reason} at byte {error.start})") from None
     except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: invalid YAML: {error}") from None
+        raise ConfigError(f"{path}: invalid YAML: {yaml_problem(error)}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
     return data
+
+
+def yaml_problem(error: yaml.YAMLError) -> str:
+    """PyYAML's report in one line: `line L, column C: problem (while context)`; its own spans several lines."""
+    if isinstance(error, yaml.MarkedYAMLError) and error.problem_mark is not None:
+        mark = error.problem_mark
+        context = f" ({error.context})" if error.context else ""
+        return f"line {mark.line + 1}, column {mark.column + 1}: {error.problem}{context}"
+    return " ".join(str(error).split())
 
 
 def read_yaml_with_extends(path: Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
@@ -68,6 +79,8 @@ def read_yaml_with_extends(path: Path, _chain: tuple[Path, ...] = ()) -> dict[st
         return data
     if not isinstance(parent, str):
         raise ConfigError(f"{path}: 'extends' must be one file path, got {parent!r}")
+    if not (path.parent / parent).is_file():
+        raise ConfigError(f"{path}: extends {parent}: {path.parent / parent} not found")
     base = read_yaml_with_extends(path.parent / parent, (*_chain, path))
     return {**base, **{key: deep_merge(base.get(key), value) for key, value in data.items()}}
 
@@ -94,7 +107,7 @@ def apply_override(data: dict[str, Any], override: str) -> None:
     try:
         value = yaml.safe_load(raw_value)
     except yaml.YAMLError as error:
-        raise ConfigError(f"override '{override}': value is not valid YAML: {error}") from None
+        raise ConfigError(f"override '{override}': value is not valid YAML: {yaml_problem(error)}") from None
     set_dotted(data, dotted.strip(), value, context=f"override '{override}'")
 
 
@@ -115,25 +128,52 @@ def set_dotted(data: dict[str, Any], dotted: str, value: Any, *, context: str) -
 def format_validation_error(
     error: ValidationError, data: dict[str, Any], source: str, model: type[BaseModel] = Config
 ) -> str:
-    """One line per problem: `source: dotted.key: what is wrong (what was expected)`; `model` was validated."""
-    lines = []
-    for item in error.errors():
-        loc = list(item["loc"])
+    """One line per problem: `source: dotted.key: what is wrong (what was expected)`; `model` was validated.
+
+    A value no member of a union field accepts (`engine.limit_train_batches: int | float | None`) is one
+    problem: pydantic's error per member becomes one line at the field, its messages joined by "or".
+    """
+    problems: dict[object, tuple[str, list[str], str]] = {}  # one entry per problem: (key prefix, messages, got)
+    for index, item in enumerate(error.errors()):
+        union_at = _union_member_at(item["loc"], data)
+        loc = list(item["loc"][:union_at])  # a union's member errors: at the union field
         dotted = ".".join(str(part) for part in loc) or "<top level>"
         kind = item["type"]
+        got = f" (got {item.get('input')!r})"
         if kind == "extra_forbidden":
             known = _known_fields(model, loc[:-1], data)
-            message = f"unknown key{did_you_mean(str(loc[-1]), known)} known: {', '.join(known)}"
+            message, got = f"unknown key{did_you_mean(str(loc[-1]), known)} known: {', '.join(known)}", ""
         elif kind == UNKNOWN_COMPONENT:
-            dotted = f"{dotted}.name"
-            message = item["msg"]
+            dotted, message, got = f"{dotted}.name", item["msg"], ""
         elif kind == "value_error" and isinstance(item.get("input"), dict):
-            message = str(item["ctx"]["error"])  # a validator of a whole section: its message names the keys
+            message, got = str(item["ctx"]["error"]), ""  # a validator of a whole section: its message names the keys
+        elif kind == "value_error":
+            message = str(item["ctx"]["error"])  # a field's validator: its message without pydantic's "Value error, "
         else:
-            message = f"{item['msg']} (got {item.get('input')!r})"
+            message = item["msg"]
         is_whole_config = not loc and kind == "value_error"  # Config's own checks name their keys
-        lines.append(f"{source}: {message}" if is_whole_config else f"{source}: {dotted}: {message}")
-    return "\n".join(lines)
+        key = index if union_at is None else dotted  # the members of a union: one problem
+        problems.setdefault(key, ("" if is_whole_config else f"{dotted}: ", [], got))[1].append(message)
+    return "\n".join(f"{source}: {prefix}{' or '.join(dict.fromkeys(messages))}{got}"
+                     for prefix, messages, got in problems.values())  # fmt: skip
+
+
+_TYPE_NAMES = {"int", "float", "str", "bool", "bytes", "none"}
+
+
+def _union_member_at(loc: tuple[int | str, ...], data: Any) -> int | None:
+    """Position in `loc` of the first element naming a member of a union (`int`, `literal['half','full']`)
+    where the data has no such key or position; None when there is none."""
+    node = data
+    for position, part in enumerate(loc):
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+        else:
+            is_type = isinstance(part, str) and (part in _TYPE_NAMES or "[" in part)
+            return position if is_type else None
+    return None
 
 
 def _known_fields(model: type[BaseModel], loc: list[Any], data: Any) -> list[str]:
@@ -172,8 +212,9 @@ def _model_in(annotation: Any, node: Any) -> Any:
         return _model_in(args[0], node)
     if origin in (typing.Union, types.UnionType):
         members = [_model_in(arg, node) for arg in typing.get_args(annotation)]
-        models = [m for m in members if isinstance(m, type) and issubclass(m, BaseModel)]
-        return models[0] if models else None
+        walkable = [m for m in members  # a config class, or a list / mapping of them (`study.phases`)
+                    if (isinstance(m, type) and issubclass(m, BaseModel)) or typing.get_origin(m) in (list, dict)]
+        return walkable[0] if walkable else None
     return annotation
 
 

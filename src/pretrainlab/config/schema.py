@@ -84,7 +84,7 @@ class Config(Strict):
 
     name: str = Field("run", pattern=r"^[\w.\-]+$")
     output_root: Path = Path("runs")
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="every random draw of the run (numpy takes 0..2**32 - 1)")
     data: DataConfig = Field(default_factory=DataConfig)
     backbone: BACKBONES.config_type("timm") = Field(default_factory=BACKBONES.default_factory("timm"))  # type: ignore[valid-type]
     neck: NECKS.config_type("none") = Field(default_factory=NECKS.default_factory("none"))  # type: ignore[valid-type]

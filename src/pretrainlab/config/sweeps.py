@@ -156,6 +156,8 @@ def expand_sweep(
             raise ConfigError(f"study '{study}' must be a folder name (letters, digits, '_', '.', '-')")
         sweep = sweep.model_copy(update={"study": study})
     preset_overrides = _preset(sweep, preset, path)
+    if not (path.parent / sweep.base).is_file():
+        raise ConfigError(f"{path}: base {sweep.base}: {path.parent / sweep.base} not found")
     base = read_yaml_with_extends(path.parent / sweep.base)
     configs: dict[str, Config] = {}
     problems: list[str] = []

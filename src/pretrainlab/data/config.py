@@ -25,7 +25,7 @@ from pretrainlab.config.component import Component, Strict
 from pretrainlab.data.formats.cifar import CifarSourceConfig
 from pretrainlab.data.formats.crops import CocoCropsSourceConfig, FiftyOneCropsSourceConfig
 from pretrainlab.data.formats.imagefolder import ImageFolderDataset, find_classes
-from pretrainlab.data.images import LEARNED_POLICY, check_channel_policy, default_mean_std
+from pretrainlab.data.images import LEARNED_POLICY, check_channel_policy, check_uint16_scaling, default_mean_std
 from pretrainlab.data.synthetic import SHAPE_CLASSES
 from pretrainlab.registry import Registry
 
@@ -35,7 +35,7 @@ Split = Literal["train", "val"]
 class SyntheticDataConfig(Strict):
     """Parameters of `pretrainlab data synth`, used when the data root is missing."""
 
-    seed: int = 0
+    seed: int = Field(0, ge=0)
     num_classes: int = Field(8, ge=2, le=10)
     image_size: int = Field(32, ge=16)
     num_train: int = Field(20000, ge=10)
@@ -100,8 +100,16 @@ class ImageFolderSourceConfig(Component):
 
     def open(self, data: DataConfig, split: Split, transform: Callable[[Any], Any] | None = None
              ) -> ImageFolderDataset:  # fmt: skip
-        return ImageFolderDataset(self.paths(data, split)[0], transform=transform, in_memory=data.in_memory,
-                                  **data.read_options())  # fmt: skip
+        """The split's images; ValueError when its class folders are not the training split's (a missing or
+        extra folder would shift every label after it)."""
+        folder = self.paths(data, split)[0]
+        classes, found = self.class_names(data), find_classes(folder)
+        if found != classes:
+            missing, extra = [c for c in classes if c not in found], [c for c in found if c not in classes]
+            raise ValueError(f"{folder}: class folders differ from the training classes {classes} (missing "
+                             f"{missing}, extra {extra}); every split needs the same class folders, an empty one "
+                             "keeps its label")  # fmt: skip
+        return ImageFolderDataset(folder, transform=transform, in_memory=data.in_memory, **data.read_options())
 
 
 # The sources' classes sit beside their datasets; their builder opens a split: (config, data, split, transform).
@@ -151,10 +159,7 @@ class DataConfig(Strict):
                 raise ValueError(f"{key} has {len(value)} values but channels={self.channels}; give one per channel")
         if self.std is not None and min(self.std) <= 0:
             raise ValueError(f"std must be positive, got {self.std}")
-        if self.uint16_scaling == "window":
-            if self.intensity_window is None or self.intensity_window[0] >= self.intensity_window[1]:
-                raise ValueError(f"uint16_scaling window needs intensity_window (low, high), low < high; got "
-                                 f"{self.intensity_window}")  # fmt: skip
+        check_uint16_scaling(self.uint16_scaling, self.intensity_window)  # a window only with `window`, and valid
         return self
 
     @property

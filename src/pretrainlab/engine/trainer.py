@@ -1,10 +1,13 @@
 """The engine: train any Method on its TrainData with Lightning, resumably.
 
-`fit` wraps the method in `EngineModule`, its data in a DataLoader whose sampler shards
-across processes, and runs a Lightning Trainer with the configured devices / nodes /
+`fit` wraps the method in `EngineModule`, its data in a `ResumableLoader` whose sampler
+shards across processes, and runs a Lightning Trainer with the configured devices / nodes /
 strategy / precision, loggers (JSONL, CSV, TensorBoard), a progress bar and an atomic
-epoch-end checkpoint. A checkpoint that exists is resumed from (read with
-`weights_only=True`). Only rank 0 writes files; every rank runs the same calls.
+checkpoint at every epoch end (and, with `checkpoint_every_n_steps` / `checkpoint_every_minutes`,
+within epochs). A checkpoint that exists is resumed from (read with `weights_only=True`),
+also one written in the middle of an epoch: the run reads exactly the batches of that epoch
+an uninterrupted run would have read after it, with the same random streams, and ends with
+the same weights and metrics. Only rank 0 writes files; every rank runs the same calls.
 """
 
 from __future__ import annotations
@@ -20,22 +23,21 @@ import torch
 from lightning.pytorch.callbacks import RichProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from pydantic import Field, field_validator
-from torch.utils.data import DataLoader
 
 from pretrainlab.config.component import Strict
-from pretrainlab.data.train_data import TrainData
-from pretrainlab.engine.checkpointing import LastCheckpoint, SafeCheckpointIO
+from pretrainlab.data.train_data import ResumableLoader, TrainData
+from pretrainlab.engine.checkpointing import LastCheckpoint, SafeCheckpointIO, saved_steps
 from pretrainlab.engine.jsonl_logger import JsonlLogger
 from pretrainlab.engine.module import EngineModule, MakeSchedules
 from pretrainlab.engine.optim import OptimConfig
 from pretrainlab.methods.base import Method
-from pretrainlab.run_dir import load_checkpoint
 
 log = logging.getLogger(__name__)
 
 
 class EngineConfig(Strict):
-    """How training runs: epochs, precision, devices and processes, threads, logging."""
+    """How training runs: epochs, precision, devices and processes, threads, logging, checkpoints,
+    what a non-finite loss does."""
 
     max_epochs: int = Field(10, ge=1)
     precision: Literal["32", "bf16-mixed", "16-mixed"] = "bf16-mixed"
@@ -48,6 +50,33 @@ class EngineConfig(Strict):
     log_every_n_steps: int = Field(10, ge=1)
     progress_bar: bool = True
     limit_train_batches: int | float | None = Field(None, description="for smoke tests")
+    checkpoint_every_n_steps: int | None = Field(
+        None, ge=1, description="also write last.ckpt after every N-th optimizer step within an epoch"
+    )
+    checkpoint_every_minutes: float | None = Field(
+        None, gt=0, description="also write last.ckpt within an epoch once this long has passed since the last one"
+    )
+    skip_nonfinite_steps: int = Field(
+        0, ge=0, description="steps with a NaN / Inf loss skipped (with a warning) before the next one stops the run"
+    )
+
+    @field_validator("devices")
+    @classmethod
+    def _devices_lightning_accepts(cls, value: int | str) -> int | str:
+        # Lightning takes a count (-1 = all), "auto", or device indices "0,1"; anything else fails deep inside it
+        text = str(value).strip()
+        is_indices = all(part.strip().isdigit() for part in text.split(",")) and text not in ("0", "")
+        if text not in ("auto", "-1") and not is_indices:
+            raise ValueError(f"expected a device count >= 1, -1 (all), 'auto' or indices like '0,1'; got {value!r}")
+        return value
+
+    @field_validator("limit_train_batches")
+    @classmethod
+    def _limit_is_a_count_or_fraction(cls, value: int | float | None) -> int | float | None:
+        is_fraction = isinstance(value, float) and 0.0 < value <= 1.0  # False for NaN
+        if value is not None and not is_fraction and not (isinstance(value, int) and value >= 1):
+            raise ValueError(f"expected a number of batches >= 1 or a fraction in (0, 1]; got {value!r}")
+        return value
 
     @field_validator("precision", mode="before")
     @classmethod
@@ -75,8 +104,11 @@ def fit(
         make_schedules: (batches per epoch of this process, world size) -> Schedules.
         metrics_path: JSONL file the training metrics are appended to (truncated past the checkpoint on resume).
         logs_dir: CSV and TensorBoard logs.
-        checkpoint: written at every epoch end; None = no checkpoint.
+        checkpoint: written at every epoch end (and within epochs as `engine` says); None = no checkpoint.
         channels_last: override `engine.channels_last`.
+
+    Raises:
+        NonFiniteLossError: a step's loss was NaN / Inf with no skip left (`engine.skip_nonfinite_steps`).
     """
     if engine.num_threads is not None:
         torch.set_num_threads(engine.num_threads)
@@ -85,18 +117,16 @@ def fit(
             f"the batch size {data.batch_size} is larger than the training set ({len(data.dataset)} samples"
             f"{f' in {data.description}' if data.description else ''})"
         )
-    loader = DataLoader(
-        data.dataset,
-        batch_size=data.batch_size,
-        sampler=data.sampler,
-        num_workers=data.num_workers,
-        collate_fn=data.collate,
-        drop_last=data.drop_last,
-        persistent_workers=data.num_workers > 0,
-    )
+    loader = ResumableLoader(data)
     resume_from = checkpoint if checkpoint is not None and checkpoint.is_file() else None
-    resume_step = int(load_checkpoint(resume_from)["global_step"]) if resume_from is not None else 0
-    all_callbacks: list[L.Callback] = [*([LastCheckpoint(checkpoint)] if checkpoint is not None else []), *callbacks]
+    resume_step, last_logged_step = saved_steps(resume_from) if resume_from is not None else (None, 0)
+    last_checkpoint = None
+    if checkpoint is not None:
+        last_checkpoint = LastCheckpoint(
+            checkpoint, loader, every_n_steps=engine.checkpoint_every_n_steps,
+            every_minutes=engine.checkpoint_every_minutes, saved_step=resume_step,
+        )  # fmt: skip
+    all_callbacks: list[L.Callback] = [*([last_checkpoint] if last_checkpoint is not None else []), *callbacks]
     if engine.progress_bar:
         all_callbacks.append(RichProgressBar(refresh_rate=5, leave=True))
     trainer = L.Trainer(
@@ -108,7 +138,7 @@ def fit(
         strategy=engine.strategy,
         precision=engine.precision,
         logger=[
-            JsonlLogger(metrics_path, resume_step=resume_step),
+            JsonlLogger(metrics_path, resume_step=last_logged_step),
             CSVLogger(logs_dir, name="csv", version=""),
             TensorBoardLogger(logs_dir, name="tensorboard", version=""),
         ],
@@ -125,7 +155,10 @@ def fit(
     )
     use_channels_last = engine.channels_last if channels_last is None else channels_last
     method.train()  # Lightning keeps each module's mode: the method's own `train` decides (frozen parts stay eval)
-    module = EngineModule(method, optim, make_schedules, channels_last=use_channels_last)
+    module = EngineModule(
+        method, optim, make_schedules, channels_last=use_channels_last,
+        skip_nonfinite_steps=engine.skip_nonfinite_steps, last_checkpoint=last_checkpoint,
+    )  # fmt: skip
     started = time.perf_counter()
     trainer.fit(module, train_dataloaders=loader, ckpt_path=resume_from)
     log.info("training to epoch %d took %.1f s", max_epochs, time.perf_counter() - started)

@@ -14,9 +14,11 @@ class absent from the labels also counts with 0 (its predictions are all wrong),
 neither (e.g. one missing from a val subset that nobody predicts) is left out rather than
 averaged in as 0.
 
-Memory: queries are processed `chunk_size` at a time and the training bank
-`train_chunk_size` rows at a time with a running top-k, so the similarity block held
-at once is at most chunk_size x train_chunk_size (64 MB at the defaults in fp32).
+Neighbours: `knn_search.nearest_neighbours`, exact (float64 similarities of the fp32-normalised
+features, ties to the lower bank index), screened by a bf16 matmul with a proven error bound.
+Memory: queries and training bank are processed in blocks with running candidates, so the
+similarity block held at once takes at most chunk_size x train_chunk_size x 4 bytes (64 MB at
+the defaults; see `nearest_neighbours` for the block shapes).
 """
 
 from __future__ import annotations
@@ -26,10 +28,10 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from pretrainlab.distributed import all_gather_no_grad
+from pretrainlab.eval.knn_search import nearest_neighbours
 
 logger = logging.getLogger(__name__)
 
@@ -54,31 +56,6 @@ def _check_bank(train_features: Tensor, train_labels: Tensor, test_features: Ten
             f"train_labels must lie in [0, {num_classes}), got min {int(train_labels.min())} "
             f"and max {int(train_labels.max())}"
         )
-
-
-@torch.no_grad()
-def _nearest_neighbours(
-    train_features: Tensor, test_features: Tensor, k: int, chunk_size: int, train_chunk_size: int
-) -> tuple[Tensor, Tensor]:
-    """Cosine similarities and indices of the k nearest training rows, both (M, k), most similar first."""
-    if chunk_size < 1 or train_chunk_size < 1:
-        raise ValueError(f"chunk sizes must be >= 1, got chunk_size={chunk_size}, train_chunk_size={train_chunk_size}")
-    train = F.normalize(train_features.float(), dim=1)  # (N, D)
-    test = F.normalize(test_features.float(), dim=1)  # (M, D)
-    all_sims, all_indices = [], []
-    for query in test.split(chunk_size):
-        best_sims = query.new_empty((query.shape[0], 0))
-        best_indices = torch.empty((query.shape[0], 0), dtype=torch.int64, device=query.device)
-        for start in range(0, train.shape[0], train_chunk_size):
-            block = query @ train[start : start + train_chunk_size].T  # (m, n)
-            sims, indices = block.topk(min(k, block.shape[1]), dim=1)
-            merged_sims = torch.cat([best_sims, sims], dim=1)  # (m, <= 2k)
-            merged_indices = torch.cat([best_indices, indices + start], dim=1)
-            best_sims, order = merged_sims.topk(min(k, merged_sims.shape[1]), dim=1)
-            best_indices = merged_indices.gather(1, order)
-        all_sims.append(best_sims)
-        all_indices.append(best_indices)
-    return torch.cat(all_sims), torch.cat(all_indices)
 
 
 def _votes(sims: Tensor, neighbour_labels: Tensor, temperature: float, num_classes: int) -> Tensor:
@@ -107,8 +84,8 @@ def knn_predict(
         k: number of neighbours, clipped to N.
         temperature: T of the exp(sim / T) weights.
         num_classes: C, the number of vote columns.
-        chunk_size: queries per chunk.
-        train_chunk_size: bank rows per chunk.
+        chunk_size: queries per block (with train_chunk_size, the memory bound in the module docstring).
+        train_chunk_size: bank rows per block.
 
     Returns:
         (M, C) float32 votes.
@@ -117,8 +94,8 @@ def knn_predict(
     if k < 1 or temperature <= 0:
         raise ValueError(f"expected k >= 1 and temperature > 0, got k={k}, temperature={temperature}")
     k = min(k, train_features.shape[0])
-    sims, indices = _nearest_neighbours(train_features, test_features, k, chunk_size, train_chunk_size)
-    return _votes(sims, train_labels.to(indices.device)[indices], temperature, num_classes)
+    found = nearest_neighbours(train_features, test_features, k, chunk_size, train_chunk_size)
+    return _votes(found.sims, train_labels.to(found.indices.device)[found.indices], temperature, num_classes)
 
 
 @dataclass(frozen=True)
@@ -223,8 +200,8 @@ def knn_classify(
         ks: further k values to score.
         temperature: T of the vote weights.
         num_classes: C; default max label + 1.
-        chunk_size: queries per chunk.
-        train_chunk_size: bank rows per chunk.
+        chunk_size: queries per block (with train_chunk_size, the memory bound in the module docstring).
+        train_chunk_size: bank rows per block.
     """
     if test_labels.shape != (test_features.shape[0],) or test_labels.is_floating_point() or len(test_labels) == 0:
         raise ValueError(
@@ -241,12 +218,12 @@ def knn_classify(
     num_train = train_features.shape[0]
     primary_k = min(k, num_train)
     all_ks = sorted({min(value, num_train) for value in (*ks, k)})
-    sims, indices = _nearest_neighbours(train_features, test_features, all_ks[-1], chunk_size, train_chunk_size)
-    neighbour_labels = train_labels.to(indices.device)[indices]  # (M, k_max)
-    test_labels = test_labels.to(indices.device).long()
+    found = nearest_neighbours(train_features, test_features, all_ks[-1], chunk_size, train_chunk_size)
+    neighbour_labels = train_labels.to(found.indices.device)[found.indices]  # (M, k_max)
+    test_labels = test_labels.to(found.indices.device).long()
     per_k = {}
     for value in all_ks:
-        votes = _votes(sims[:, :value], neighbour_labels[:, :value], temperature, num_classes)
+        votes = _votes(found.sims[:, :value], neighbour_labels[:, :value], temperature, num_classes)
         per_k[value] = _scores(value, votes, test_labels, num_classes)
         logger.info("kNN k=%d: top1 %.2f  top5 %.2f", value, per_k[value].top1, per_k[value].top5)
     return KNNResult(primary=per_k[primary_k], per_k=per_k)

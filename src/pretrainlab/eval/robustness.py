@@ -59,7 +59,7 @@ class RobustnessConfig(Strict):
     npy_dir: Path | None = Field(None, description="with source npy: the folder of <corruption>.npy and labels.npy")
     max_images: int | None = Field(1000, ge=1, description="evenly spaced val (or npy) images per cell; null = all")
     classifier: Literal["knn", "linear"] = Field("knn", description="kNN bank (eval.knn) or linear probe (eval.linear)")
-    seed: int = Field(0, description="seed of the generated corruptions")
+    seed: int = Field(0, ge=0, description="seed of the generated corruptions")
 
     @model_validator(mode="after")
     def _check(self) -> RobustnessConfig:

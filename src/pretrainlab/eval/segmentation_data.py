@@ -34,8 +34,12 @@ def dataset_layout(root: Path, layout: str) -> SegmentationLayout:
     classes_file = root / "classes.json"
     if layout != "ade20k" or not classes_file.is_file():
         return LAYOUTS[layout]
-    meta = json.loads(classes_file.read_text())
-    classes, palette = tuple(meta["classes"]), tuple(tuple(colour) for colour in meta["palette"])
+    try:
+        meta = json.loads(classes_file.read_text())
+        classes, palette = tuple(meta["classes"]), tuple(tuple(colour) for colour in meta["palette"])
+    except (ValueError, KeyError, TypeError) as error:  # cut short or hand-edited: JSONDecodeError is a ValueError
+        raise ValueError(f"{classes_file}: expected a JSON object with 'classes' [names] and 'palette' [[r, g, b], "
+                         f"...] ({type(error).__name__}: {error})") from None  # fmt: skip
     if len(palette) != len(classes):
         raise ValueError(f"{classes_file}: {len(classes)} classes but {len(palette)} palette colours")
     return SegmentationLayout(root.name, classes, palette, bool(meta.get("reduce_zero_label", True)), find_ade20k_pairs)

@@ -20,6 +20,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
+from pretrainlab.run_dir import write_text
+
 SECTION_TITLE = "## Semantic segmentation"
 
 
@@ -121,5 +123,5 @@ def write_report_section(run_dir: Path, section: str) -> Path:
         text = text[:start] + (text[end + 1 :] if end >= 0 else "")
     text = text.rstrip("\n") + "\n\n" + section
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
+    write_text(path, text)
     return path

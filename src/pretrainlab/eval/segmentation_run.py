@@ -9,6 +9,7 @@ report), or `random` (the run's backbone exactly as pretraining started).
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from pathlib import Path
@@ -91,7 +92,8 @@ def evaluate_segmentation(
         write_json(out_dir / result_name(name, is_first=len(results) == 1), results[name])
         log.info("segmentation %s: %s", name, results[name]["summary"])
     if results and seg.num_examples > 0:
-        samples = [val.load(i) for i in range(min(seg.num_examples, len(val)))]
+        readable = (val.load(i) for i in range(len(val)) if i not in val.broken_indices)  # the evaluation met them
+        samples = list(itertools.islice(readable, seg.num_examples))
         images = [cv2.cvtColor(image, cv2.COLOR_BGR2RGB) for _, image, _ in samples]
         labels = [label for _, _, label in samples]
         plot_seg_examples(images, labels, predictions, train.palette, out_dir / PLOT_NAME)

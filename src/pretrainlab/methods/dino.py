@@ -22,6 +22,7 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
+from pretrainlab.config.component import FractionRange, Probability
 from pretrainlab.data.loaders import views_train_data
 from pretrainlab.data.train_data import TrainData
 from pretrainlab.data.transforms.views import MultiCropViews
@@ -132,11 +133,11 @@ class MultiCropConfig(ColourJitterConfig):
 
     num_global: int = Field(2, ge=1, description="global crops: the teacher sees these, the student all crops")
     global_size: int = Field(32, ge=8)
-    global_scale: tuple[float, float] = (0.4, 1.0)
+    global_scale: FractionRange = (0.4, 1.0)
     num_local: int = Field(4, ge=0)
     local_size: int = Field(16, ge=4)
-    local_scale: tuple[float, float] = (0.05, 0.4)
-    global_blur_p: tuple[float, float] = (1.0, 0.1)
+    local_scale: FractionRange = (0.05, 0.4)
+    global_blur_p: tuple[Probability, Probability] = (1.0, 0.1)
     local_blur_p: float = Field(0.5, ge=0.0, le=1.0)
     solarize_p: float = Field(0.2, ge=0.0, le=1.0)
     flip_p: float = Field(0.5, ge=0.0, le=1.0)

@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
-from pretrainlab.config.component import Strict
+from pretrainlab.config.component import FractionRange, Strict
 from pretrainlab.data.formats.masks import MaskFormat
 from pretrainlab.data.masked_images import SegmentMaskedImages, collate_masked
 from pretrainlab.data.train_data import EpochSampler, TrainData
@@ -149,7 +149,7 @@ class MAE(Method):
             tokens = torch.gather(tokens, 1, ids_keep[:, :, None].expand(-1, -1, tokens.shape[2]))
         cls = (vit.cls_token + vit.pos_embed[:, :1]).expand(tokens.shape[0], -1, -1)
         x = vit.norm_pre(vit.pos_drop(torch.cat([cls, tokens], dim=1)))
-        return vit.norm(vit.blocks(x))
+        return vit.norm(self.encoder.run_blocks(x))
 
     def segment_token_mask(self, hidden: Tensor) -> Tensor:
         """(B, 1, S, S) hidden pixels -> (B, L): 1 where at least `segment_overlap` of a patch is hidden."""
@@ -227,7 +227,7 @@ class MAECropConfig(Strict):
     """RandomResizedCrop + horizontal flip (the paper's augmentation)."""
 
     size: int | None = Field(None, ge=8, description="crop size; null = the backbone's img_size")
-    scale: tuple[float, float] = (0.2, 1.0)
+    scale: FractionRange = (0.2, 1.0)
     flip_p: float = Field(0.5, ge=0.0, le=1.0)
 
 

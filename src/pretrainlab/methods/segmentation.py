@@ -28,7 +28,7 @@ from pydantic import Field, model_validator
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from pretrainlab.config.component import Strict
+from pretrainlab.config.component import PositiveInt, Strict
 from pretrainlab.data.formats.segmentation_datasets import SegmentationDataset
 from pretrainlab.data.train_data import IterationSampler, TrainData
 from pretrainlab.engine.freeze import is_frozen
@@ -71,7 +71,7 @@ class SegFinetuneConfig(Strict):
     iterations: int = Field(2000, ge=1)
     batch_size: int = Field(16, ge=1)
     crop_size: int = Field(512, ge=1)
-    scale: tuple[int, int] = (2048, 512)
+    scale: tuple[PositiveInt, PositiveInt] = (2048, 512)
     ratio_range: tuple[float, float] = (0.5, 2.0)
     cat_max_ratio: float = Field(0.75, gt=0.0, le=1.0)
     augment: bool = Field(True, description="random resize / crop / flip / photometric; false = val resize only")

@@ -12,7 +12,7 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from pretrainlab.config.component import Strict
+from pretrainlab.config.component import FractionRange, Strict
 from pretrainlab.data.loaders import views_train_data
 from pretrainlab.data.train_data import TrainData
 from pretrainlab.data.transforms.views import TwoViews
@@ -53,7 +53,7 @@ class TwoViewConfig(Strict):
     """SimCLR views (Chen et al. 2020): arguments of `TwoViews`."""
 
     size: int = Field(32, ge=8)
-    scale: tuple[float, float] = (0.2, 1.0)
+    scale: FractionRange = (0.2, 1.0)
     color_strength: float = Field(0.5, ge=0.0, le=1.25, description="jitter (0.8s, 0.8s, 0.8s, 0.2s)")
     color_jitter_p: float = Field(0.8, ge=0.0, le=1.0)
     hue: float | None = Field(None, ge=0.0, le=0.5, description="hue jitter; null = 0.2 * color_strength")

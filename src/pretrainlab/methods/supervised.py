@@ -16,6 +16,7 @@ import torch
 from pydantic import Field, model_validator
 from torch import Tensor, nn
 
+from pretrainlab.config.component import FractionRange
 from pretrainlab.data.loaders import dataset_num_classes, views_train_data
 from pretrainlab.data.train_data import TrainData
 from pretrainlab.data.transforms.views import MultiCropViews
@@ -92,7 +93,7 @@ class SupervisedViewConfig(ColourJitterConfig):
     """One augmented view per image: a DINO global crop (`MultiCropViews` with one crop, no solarize)."""
 
     size: int = Field(32, ge=8)
-    scale: tuple[float, float] = (0.2, 1.0)
+    scale: FractionRange = (0.2, 1.0)
     blur_p: float = Field(0.0, ge=0.0, le=1.0)
     flip_p: float = Field(0.5, ge=0.0, le=1.0)
 

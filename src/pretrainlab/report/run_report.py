@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt
 
 from pretrainlab.eval.segmentation_report import seg_report_section
 from pretrainlab.report.seg_curve import MIOU_PLOT, plot_miou_vs_epoch, seg_curve, seg_random_init_reference
-from pretrainlab.run_dir import RunDir, read_json
+from pretrainlab.run_dir import RunDir, read_json, write_text
 
 
 def plot_loss(metrics: list[dict[str, Any]], path: Path) -> None:
@@ -209,7 +209,7 @@ def write_run_report(run: RunDir, summary: dict[str, Any]) -> Path:
         lines += [section]
     lines += ["## Summary", "", "```json", json.dumps({k: v for k, v in summary.items() if k != "phases"}, indent=2),
               "```", ""]  # fmt: skip
-    run.report.write_text("\n".join(lines))
+    write_text(run.report, "\n".join(lines))
     return run.report
 
 

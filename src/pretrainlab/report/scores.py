@@ -39,7 +39,7 @@ from rich.table import Table
 from pretrainlab.registry import did_you_mean
 from pretrainlab.report.domain_table import DOMAINS_PLOT
 from pretrainlab.report.seg_curve import MIOU_PLOT, Curve, plot_miou_vs_epoch, seg_curve
-from pretrainlab.run_dir import RunDir, read_json
+from pretrainlab.run_dir import RunDir, read_json, write_text
 
 
 @dataclass(frozen=True)
@@ -327,8 +327,8 @@ class ScoreTable:
         """`out_dir/scores.md` and `out_dir/scores.csv` (and, with mIoU curves, `out_dir/plots/miou_vs_epoch.png`)."""
         out_dir.mkdir(parents=True, exist_ok=True)
         md_path, csv_path = out_dir / "scores.md", out_dir / "scores.csv"
-        md_path.write_text(self.markdown(out_dir))
-        csv_path.write_text(self.csv())
+        write_text(md_path, self.markdown(out_dir))
+        write_text(csv_path, self.csv())
         if self.curve_epochs():
             curves = {row.name: row.seg_curve for row in self.rows if row.seg_curve}
             plot_miou_vs_epoch(curves, out_dir / "plots" / MIOU_PLOT)

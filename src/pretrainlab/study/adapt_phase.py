@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from pydantic import Field
 
 from pretrainlab.study.phase import PHASES, PhaseConfig, StudyContext
+from pretrainlab.run_dir import write_text
 
 if TYPE_CHECKING:
     from pretrainlab.config.schema import Config
@@ -199,7 +200,7 @@ def build_online_method(config: Config, segmentor: Segmentor, source: Segmentati
     log.info("parameters of the adapted model\n%s", param_table_text(rows))
     if is_rank_zero():
         run.adapt_dir.mkdir(parents=True, exist_ok=True)
-        (run.adapt_dir / "params.md").write_text(param_table_markdown(rows, title=f"{config.name}: parameters"))
+        write_text(run.adapt_dir / "params.md", param_table_markdown(rows, title=f"{config.name}: parameters"))
     return method
 
 
@@ -245,8 +246,8 @@ def profile_step(config: Config, method: Method, data: TrainData, adapt_dir: Pat
         result["backward_x_forward"] = configured.flops / max(split.forward_flops, 1)
     if is_rank_zero():
         adapt_dir.mkdir(parents=True, exist_ok=True)
-        (adapt_dir / "profile.md").write_text(text)
-        (adapt_dir / "profile.json").write_text(json.dumps(record, indent=2))
+        write_text(adapt_dir / "profile.md", text)
+        write_text(adapt_dir / "profile.json", json.dumps(record, indent=2))
     log.info("profile of one step (adapt/profile.md):\n%s", text)
     return result
 
@@ -304,7 +305,7 @@ def table_summary(run: RunDir, config: Config, row: dict[str, Any]) -> dict[str,
     if not is_rank_zero():  # the other processes of a multi-process run only train
         return table.summary()
     (run.eval_dir).mkdir(parents=True, exist_ok=True)
-    (run.eval_dir / "domains.csv").write_text(table.csv())
-    (run.eval_dir / "domains.md").write_text(table.markdown())
+    write_text(run.eval_dir / "domains.csv", table.csv())
+    write_text(run.eval_dir / "domains.md", table.markdown())
     table.plot(run.plots / DOMAINS_PLOT, f"{config.name}: mIoU per domain after each step")
     return table.summary()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
+from pretrainlab.run_dir import write_text
 from pretrainlab.study.phase import PHASES, PhaseConfig, StudyContext
 
 if TYPE_CHECKING:
@@ -38,7 +39,7 @@ def run_knn_phase(phase: KNNPhaseConfig, place: Phase, context: StudyContext) ->
         title = f"kNN confusion, {name} (k = {scores[name]['k']}, T = {config.temperature:g}), row-normalised"
         plot_confusion(scores[name]["confusion"], class_names, place.dir / image, title=title)
     table = place.dir / "knn.md"
-    table.write_text(knn_markdown(scores, confusion_images))
+    write_text(table, knn_markdown(scores, confusion_images))
     tsne = place.dir / "tsne.png"
     plot_embeddings(features, class_names, tsne)
     return {

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Literal
 import lightning as L
 import numpy as np
 import torch
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, FilePath, field_validator, model_validator
 from torch import Tensor
 from torch.utils.data import Dataset
 
@@ -94,8 +94,8 @@ class OnlineConfig(Strict):
     detector: ShiftDetectorConfig | None = Field(None, description="domain-shift detector on a per-step signal "
                                                  "(DACS); its policy can train only after a detected change")  # fmt: skip
     replay: ReplayConfig = Field(default_factory=ReplayConfig)
-    source_checkpoint: Path | None = Field(None, description="a segmentor state dict to start from; null = the "
-                                           "`source` phase trains it")  # fmt: skip
+    source_checkpoint: FilePath | None = Field(None, description="a segmentor state dict to start from; null = the "
+                                               "`source` phase trains it")  # fmt: skip
     source_cache: Path | None = Field(None, description="folder (relative = under output_root) of source models "
                                       "shared by runs with the same source recipe (`study/source_models.py`); "
                                       "null = every run trains its own")  # fmt: skip

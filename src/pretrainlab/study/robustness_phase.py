@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
+from pretrainlab.run_dir import write_text
 from pretrainlab.study.phase import PHASES, PhaseConfig, StudyContext
 
 if TYPE_CHECKING:
@@ -49,7 +50,7 @@ def run_robustness_phase(phase: RobustnessPhaseConfig, place: Phase, context: St
     }
     write_json(place.dir / "robustness.json", results)
     table = place.dir / "robustness.md"
-    table.write_text(robustness_markdown(results))
+    write_text(table, robustness_markdown(results))
     plot_robustness(results, place.dir / "robustness.png")
     return {
         "epoch": context.epoch,

@@ -20,6 +20,7 @@ from pretrainlab.engine.trainer import fit
 from pretrainlab.eval.knn_eval import KNNEvalCallback
 from pretrainlab.methods.base import Method, build_method
 from pretrainlab.run_dir import RunDir
+from pretrainlab.run_lock import hold_run_lock
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,8 @@ def prepare_run_dir(config: Config, *, resume: bool) -> RunDir:
     """Create the run directory, or check that resuming it uses the same config.
 
     Only the process of rank 0 checks and writes: the other processes of a multi-process run
-    (started by Lightning's launcher, torchrun or SLURM) find the directory rank 0 created.
+    (started by Lightning's launcher, torchrun or SLURM) find the directory rank 0 created. Callers hold
+    the run's lock (`run_lock.hold_run_lock`).
     """
     run = RunDir(config.run_dir)
     if not is_rank_zero():
@@ -66,21 +68,26 @@ def make_pretrain_schedules(config: Config):  # noqa: ANN201 - the engine's Make
 
 def pretrain(config: Config, *, until_epoch: int | None = None, resume: bool = False, knn_callback: bool = True) -> RunDir:
     """Pretrain `config` up to epoch `until_epoch` (default: all of `engine.max_epochs`), continuing
-    `pretrain/checkpoints/last.ckpt` when resuming; returns the run directory."""
-    run = prepare_run_dir(config, resume=resume)
-    keep_freed_memory()
-    if is_rank_zero():
-        ensure_dataset(config)
-    data = config.method.train_data(config)
-    L.seed_everything(config.seed, workers=True, verbose=False)  # right before building: see random_init_method
-    method = build_method(config)
-    callbacks: list[L.Callback] = [ReplicaCheck(run.path / "replicas.json")]
-    if knn_callback and config.eval.knn.every_n_epochs > 0:
-        eval_train, eval_val = build_eval_loaders(config)
-        callbacks.append(KNNEvalCallback(eval_train, eval_val, config.eval.knn))
-    fit(method, data, optim=config.optim, make_schedules=make_pretrain_schedules(config), engine=config.engine,
-        max_epochs=until_epoch or config.engine.max_epochs, metrics_path=run.metrics, logs_dir=run.logs,
-        checkpoint=run.checkpoint, callbacks=callbacks)  # fmt: skip
+    `pretrain/checkpoints/last.ckpt` when resuming; returns the run directory. Holds the run's lock.
+
+    Raises:
+        RunLockedError: another process is writing the run directory.
+    """
+    with hold_run_lock(config.run_dir):
+        run = prepare_run_dir(config, resume=resume)
+        keep_freed_memory()
+        if is_rank_zero():
+            ensure_dataset(config)
+        data = config.method.train_data(config)
+        L.seed_everything(config.seed, workers=True, verbose=False)  # right before building: see random_init_method
+        method = build_method(config)
+        callbacks: list[L.Callback] = [ReplicaCheck(run.path / "replicas.json")]
+        if knn_callback and config.eval.knn.every_n_epochs > 0:
+            eval_train, eval_val = build_eval_loaders(config)
+            callbacks.append(KNNEvalCallback(eval_train, eval_val, config.eval.knn))
+        fit(method, data, optim=config.optim, make_schedules=make_pretrain_schedules(config), engine=config.engine,
+            max_epochs=until_epoch or config.engine.max_epochs, metrics_path=run.metrics, logs_dir=run.logs,
+            checkpoint=run.checkpoint, callbacks=callbacks)  # fmt: skip
     return run
 
 

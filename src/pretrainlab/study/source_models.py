@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from pretrainlab.run_dir import write_text
+
 if TYPE_CHECKING:
     from pretrainlab.config.schema import Config
 
@@ -58,8 +60,8 @@ def stored_source_dir(config: Config) -> Path | None:
 def store_source(stored: Path, source_file: Path, config: Config) -> None:
     """Put the run's freshly trained `source_file` into the store folder `stored` (with its recipe)."""
     stored.mkdir(parents=True, exist_ok=True)
-    (stored / "recipe.yaml").write_text(yaml.safe_dump(source_recipe(config), sort_keys=False))
-    (stored / "trained_by").write_text(f"{config.run_dir}\n")
+    write_text(stored / "recipe.yaml", yaml.safe_dump(source_recipe(config), sort_keys=False))
+    write_text(stored / "trained_by", f"{config.run_dir}\n")
     temporary = stored / "source.pt.tmp"
     temporary.unlink(missing_ok=True)
     _link_or_copy(source_file, temporary)

@@ -2,8 +2,10 @@
 
 A subclass implements `load(index)`; when it raises `BrokenSampleError` (or an
 `OSError` / `ValueError` from an image decoder) the sample is counted, logged once
-by path, and another index is drawn in its place. A `ChannelMismatchError` (a readable
-file whose channels do not fit the configured ones) is a configuration error and is raised.
+by path with the count so far, and another index is drawn in its place. A
+`ChannelMismatchError` (a readable file whose channels do not fit the configured ones) is a
+configuration error and is raised, and so is `BrokenDatasetError` when `max_retries` samples
+in a row are broken (a dataset that is unreadable as a whole, e.g. every label in the wrong mode).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import abc
 import logging
 import random
+from collections.abc import Sequence
 from typing import Any
 
 from torch.utils.data import Dataset
@@ -24,6 +27,17 @@ class BrokenSampleError(Exception):
 
 class ChannelMismatchError(ValueError):
     """A readable file whose channel count does not fit the requested channels / channel policy."""
+
+
+class BrokenDatasetError(ValueError):
+    """So many samples in a row are broken that the dataset as a whole is unreadable; names the last one."""
+
+
+def examples(names: Sequence[object], limit: int = 3) -> str:
+    """`": a, b, c, ..."` naming the first `limit` of `names` for a log line, or "" when there are none."""
+    if not names:
+        return ""
+    return ": " + ", ".join(str(name) for name in names[:limit]) + (", ..." if len(names) > limit else "")
 
 
 class SkippingDataset(Dataset, abc.ABC):
@@ -55,18 +69,19 @@ class SkippingDataset(Dataset, abc.ABC):
         return f"sample {index}"
 
     def __getitem__(self, index: int) -> Any:
-        candidate = index
+        candidate, last = index, ""
         for _ in range(self.max_retries):
             try:
                 return self.load(candidate)
             except ChannelMismatchError:
                 raise
             except (BrokenSampleError, OSError, ValueError) as error:
+                last = f"{self.describe(candidate)}: {error}"
                 if candidate not in self.broken_indices:
                     self.broken_indices.add(candidate)
-                    log.warning("skipping broken %s: %s", self.describe(candidate), error)
+                    log.warning("skipping broken %s (%d broken so far)", last, self.num_broken)
                 candidate = random.randrange(len(self))
-        raise RuntimeError(
-            f"{type(self).__name__}: {self.max_retries} broken samples in a row starting at index {index}; "
-            f"{self.num_broken} broken so far — is the dataset readable?"
+        raise BrokenDatasetError(
+            f"{type(self).__name__}: {self.max_retries} broken samples in a row from index {index} of {len(self)} "
+            f"({self.num_broken} broken so far); is the dataset readable? The last: {last}"
         )

@@ -42,7 +42,7 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from pretrainlab.config.component import Component, Strict
-from pretrainlab.data.formats._robust import BrokenSampleError, ChannelMismatchError, SkippingDataset
+from pretrainlab.data.formats._robust import BrokenSampleError, ChannelMismatchError, SkippingDataset, examples
 from pretrainlab.data.images import (
     Uint16Scaling,
     check_channel_policy,
@@ -331,6 +331,7 @@ class ObjectCropsDataset(SkippingDataset):
         for index, crop in enumerate(self.crops):
             by_path[crop.path].append(index)
         decoded: dict[int, np.ndarray] = {}
+        broken: list[str] = []
         for path, indices in by_path.items():
             try:
                 image = read_image(path, **self.read_options)
@@ -339,6 +340,7 @@ class ObjectCropsDataset(SkippingDataset):
             except (BrokenSampleError, OSError, ValueError) as error:
                 log.warning("dropping the %d crop(s) of broken %s: %s", len(indices), path, error)
                 self.num_dropped += len(indices)
+                broken.append(path.name)
                 continue
             for index in indices:
                 try:
@@ -349,7 +351,9 @@ class ObjectCropsDataset(SkippingDataset):
         if not decoded:
             raise ValueError(f"all {len(by_path)} images of the {len(self.crops)} crops are broken")
         self.crops = [self.crops[index] for index in sorted(decoded)]
-        log.info("cut %d crops of %d images into memory (%d dropped)", len(decoded), len(by_path), self.num_dropped)
+        log.log(logging.WARNING if self.num_dropped else logging.INFO, "cut %d crops of %d images into memory (%d "
+                "dropped, %d broken images%s)", len(decoded), len(by_path), self.num_dropped, len(broken),
+                examples(broken))  # fmt: skip
         return [decoded[index] for index in sorted(decoded)]
 
     @property

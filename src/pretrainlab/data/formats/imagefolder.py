@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from pretrainlab.data.formats._robust import BrokenSampleError, ChannelMismatchError, SkippingDataset
+from pretrainlab.data.formats._robust import BrokenSampleError, ChannelMismatchError, SkippingDataset, examples
 from pretrainlab.data.images import (
     Uint16Scaling,
     check_channel_policy,
@@ -117,7 +117,9 @@ class ImageFolderDataset(SkippingDataset):
         self.images = np.stack(decoded) if same_shape else decoded  # (N, H, W, channels) when sizes agree
         for image in [self.images] if same_shape else decoded:
             image.flags.writeable = False  # samples are views: a transform must not modify them in place
-        log.info("decoded %d images of %s into memory (%d broken dropped)", len(kept), self.root, len(self.dropped))
+        log.log(logging.WARNING if self.dropped else logging.INFO, "decoded %d images of %s into memory (%d broken "
+                "dropped%s)", len(kept), self.root, len(self.dropped),
+                examples([path.relative_to(self.root) for path in self.dropped]))  # fmt: skip
 
     def _read(self, path: Path) -> np.ndarray:
         return read_image(

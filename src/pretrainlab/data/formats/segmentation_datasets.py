@@ -26,6 +26,8 @@ from __future__ import annotations
 import io
 import logging
 import math
+import struct
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +36,7 @@ from typing import Any
 import cv2
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from pretrainlab.data.formats._robust import BrokenSampleError, SkippingDataset
 from pretrainlab.data.formats.fast_decode import decode_gray_png, decode_jpeg_bgr
@@ -228,6 +230,8 @@ def read_image_bgr(path: Path) -> np.ndarray:
     if not path.is_file():
         raise BrokenSampleError(f"image {path} is missing")
     data = path.read_bytes()
+    if not data:
+        raise BrokenSampleError(f"image {path} is empty (0 bytes)")  # cv2.imdecode asserts on an empty buffer
     image = decode_jpeg_bgr(data)
     if image is None:
         image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
@@ -244,6 +248,9 @@ def rgb_to_bgr(image: np.ndarray) -> np.ndarray:
 
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# What Pillow raises on corrupt or cut-short files (besides UnidentifiedImageError, an OSError).
+PILLOW_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error,
+                        Image.DecompressionBombError)  # fmt: skip
 
 
 def _is_8bit_gray_png(data: bytes) -> bool:
@@ -262,6 +269,8 @@ def read_label(path: Path) -> np.ndarray:
     if not path.is_file():
         raise BrokenSampleError(f"annotation {path} is missing")
     data = path.read_bytes()
+    if not data:
+        raise BrokenSampleError(f"annotation {path} is empty (0 bytes)")
     if _is_8bit_gray_png(data):
         label = decode_gray_png(data)
         if label is None:
@@ -269,8 +278,13 @@ def read_label(path: Path) -> np.ndarray:
         if label is None:
             raise BrokenSampleError(f"cannot decode annotation {path}")
     else:
-        with Image.open(io.BytesIO(data)) as pil_label:
-            label = np.array(pil_label)  # a writable copy (np.asarray would be read-only)
+        try:
+            with Image.open(io.BytesIO(data)) as pil_label:
+                label = np.array(pil_label)  # a writable copy (np.asarray would be read-only)
+        except UnidentifiedImageError:
+            raise BrokenSampleError(f"annotation {path} is not an image Pillow can read") from None
+        except PILLOW_DECODE_ERRORS as error:
+            raise BrokenSampleError(f"cannot decode annotation {path}: {type(error).__name__}: {error}") from None
     if label.ndim != 2:
         raise BrokenSampleError(f"annotation {path} has shape {label.shape}; expected a single-channel (H, W) map")
     return label

@@ -17,11 +17,10 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, FilePath
 from torch import Tensor, nn
 
 from pretrainlab.config.component import Component
@@ -82,7 +81,8 @@ class BackboneConfig(Component):
     """Base of every backbone config: the input channels and an optional checkpoint to load."""
 
     in_chans: int | None = Field(None, ge=1, description="input channels; null = data.channels")
-    checkpoint: Path | None = Field(None, description="weights loaded after building, with a key report")
+    checkpoint: FilePath | None = Field(None, description="weights loaded after building, with a key report "
+                                        "(an existing file: checked at load)")
     channel_adapter: Literal["none", "learned"] = Field("none", description=(
         "learned: 1 input channel through a learned 1x1 conv into a 3-channel network; set by "
         "data.channel_policy learned"))  # fmt: skip

@@ -6,6 +6,17 @@ Multi-scale maps come from timm's `forward_intermediates`; `pooled` from
 global average for CNNs. A ViT also gives the CLS token of each of its last n blocks
 through the final norm (`last_blocks_tokens`), the input of DINO's linear probe.
 
+Gradient checkpointing (`grad_checkpointing`, ViTs only): each transformer block's activations
+are recomputed in backward instead of stored, so a training step holds one block's
+activations at a time plus each block's input. It is armed per forward, only in training mode
+with autograd recording (eval and `no_grad` forwards run the blocks plainly), on every path
+that runs the blocks: `forward` and `last_blocks_tokens` through timm's own switch
+(`set_grad_checkpointing`, which timm 1.0's ViTs, DeiT, EVA and BEiT honour in
+`forward_features` and `forward_intermediates`, one checkpoint per block), and `run_blocks`
+(MAE's masked encoder) by wrapping each block here. Checkpoints are non-reentrant, so blocks
+behind a frozen patch embedding still get their gradients, and they restore the RNG state, so
+drop-path draws the same masks when recomputed.
+
 The config names every option it passes to timm (no free keyword arguments): family
 options are checked against the arch's family at load (`layers` on a ViT is an error),
 and `arch` against timm's registry with a did-you-mean.
@@ -20,9 +31,12 @@ from typing import Literal
 import timm
 import torch
 from pydantic import Field, model_validator
+from timm.layers import use_reentrant_ckpt
 from timm.models import model_entrypoint
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
+from pretrainlab.config.component import PositiveInt
 from pretrainlab.models.backbones.base import BACKBONES, Backbone, BackboneConfig, Features
 from pretrainlab.registry import did_you_mean
 
@@ -42,6 +56,16 @@ def is_vit(arch: str) -> bool:
     return timm_family(arch).startswith(VIT_MODULES)
 
 
+def check_grad_checkpointing(arch: str) -> None:
+    """Raise ValueError unless `arch` is a timm ViT, whose blocks gradient checkpointing wraps."""
+    if not is_vit(arch):
+        raise ValueError(f"grad_checkpointing: backbone '{arch}' ({timm_family(arch)}) is not a ViT; gradient "
+                         f"checkpointing recomputes the blocks of timm ViTs ({', '.join(VIT_MODULES)})")  # fmt: skip
+    if use_reentrant_ckpt():
+        raise ValueError("grad_checkpointing needs timm's non-reentrant checkpoints (unset TIMM_REENTRANT_CKPT): "
+                         "reentrant ones give no gradient to blocks behind a frozen patch embedding")  # fmt: skip
+
+
 def check_timm_arch(arch: str) -> None:
     """Raise ValueError for an arch timm does not know, with the closest names."""
     if arch in timm.list_models():
@@ -55,15 +79,15 @@ class TimmBackboneConfig(BackboneConfig):
 
     ResNet options: `layers` (blocks per stage), `channels` (widths per stage),
     `small_input_stem` (CIFAR-style 3x3 stride-1 stem without max-pool) and its `stem_width`.
-    ViT options: `img_size`, `patch_size`, `embed_dim`, `depth`, `num_heads`.
+    ViT options: `img_size`, `patch_size`, `embed_dim`, `depth`, `num_heads`, `grad_checkpointing`.
     """
 
     name: Literal["timm"]
     arch: str = "resnet18"
     pretrained: Literal[False] = Field(False, description="weights are never downloaded; use `checkpoint`")
     drop_path_rate: float = Field(0.0, ge=0.0, lt=1.0)
-    layers: tuple[int, ...] | None = Field(None, min_length=1, description="ResNet: blocks per stage")
-    channels: tuple[int, ...] | None = Field(None, min_length=1, description="ResNet: widths per stage")
+    layers: tuple[PositiveInt, ...] | None = Field(None, min_length=1, description="ResNet: blocks per stage")
+    channels: tuple[PositiveInt, ...] | None = Field(None, min_length=1, description="ResNet: widths per stage")
     small_input_stem: bool = Field(False, description="ResNet: 3x3 stride-1 stem, no max-pool (32-px images)")
     stem_width: int | None = Field(None, ge=1, description="ResNet with small_input_stem: stem channels")
     img_size: int | None = Field(None, ge=1, description="ViT: input size the position embeddings are built for")
@@ -71,6 +95,8 @@ class TimmBackboneConfig(BackboneConfig):
     embed_dim: int | None = Field(None, ge=1, description="ViT: token width")
     depth: int | None = Field(None, ge=1, description="ViT: number of blocks")
     num_heads: int | None = Field(None, ge=1, description="ViT: attention heads")
+    grad_checkpointing: bool = Field(False, description="ViT: recompute each block's activations in "
+                                     "backward instead of storing them (less memory, blocks run twice)")  # fmt: skip
 
     @model_validator(mode="after")
     def _check_arch_and_family(self) -> TimmBackboneConfig:
@@ -87,6 +113,8 @@ class TimmBackboneConfig(BackboneConfig):
             raise ValueError(f"layers {list(self.layers)} and channels {list(self.channels)} differ in length")
         if self.stem_width is not None and not self.small_input_stem:
             raise ValueError("stem_width applies with small_input_stem: true (timm reads it only for deep stems)")
+        if self.grad_checkpointing:
+            check_grad_checkpointing(self.arch)
         return self
 
     def vit_geometry(self) -> tuple[int, int]:
@@ -117,7 +145,7 @@ class TimmBackboneConfig(BackboneConfig):
 
 @BACKBONES.register(TimmBackboneConfig)
 def build_timm(config: TimmBackboneConfig, in_chans: int) -> TimmBackbone:
-    options = config.model_dump(include={*RESNET_OPTIONS, *VIT_OPTIONS, "drop_path_rate"})
+    options = config.model_dump(include={*RESNET_OPTIONS, *VIT_OPTIONS, "drop_path_rate", "grad_checkpointing"})
     return TimmBackbone(config.arch, in_chans=in_chans, **options)
 
 
@@ -139,9 +167,12 @@ class TimmBackbone(Backbone):
         embed_dim: int | None = None,
         depth: int | None = None,
         num_heads: int | None = None,
+        grad_checkpointing: bool = False,
     ) -> None:
         super().__init__()
         check_timm_arch(arch)
+        if grad_checkpointing:
+            check_grad_checkpointing(arch)
         arch_is_vit = is_vit(arch)
         named = {"layers": layers, "channels": channels, "img_size": img_size, "patch_size": patch_size,
                  "embed_dim": embed_dim, "depth": depth, "num_heads": num_heads}  # fmt: skip
@@ -160,6 +191,7 @@ class TimmBackbone(Backbone):
         self.arch = arch
         self.in_chans = in_chans
         self.is_vit = arch_is_vit
+        self.use_grad_checkpointing = grad_checkpointing
         self.patch_size = self.model.patch_embed.patch_size[0] if arch_is_vit else None
         self.num_prefix_tokens = getattr(self.model, "num_prefix_tokens", 0)
         self._probe_shapes(img_size or 64)
@@ -212,7 +244,12 @@ class TimmBackbone(Backbone):
         pooled = self.model.forward_head(final, pre_logits=True)  # (B, D)
         return Features(pooled=pooled, maps=list(maps))
 
+    def _checkpoints_blocks(self) -> bool:
+        """Whether this forward checkpoints the blocks: configured, and a backward can follow it."""
+        return self.use_grad_checkpointing and self.model.training and torch.is_grad_enabled()
+
     def _forward_vit(self, images: Tensor) -> Features:
+        self.model.set_grad_checkpointing(self._checkpoints_blocks())  # read by timm's forward_features
         tokens = self.model.forward_features(images)  # (B, prefix + N, D), final norm applied
         pooled = self.model.forward_head(tokens, pre_logits=True)  # (B, D)
         patch_tokens = tokens[:, self.num_prefix_tokens :]  # (B, N, D)
@@ -248,10 +285,20 @@ class TimmBackbone(Backbone):
         """
         self.check_input(images)
         self.check_last_blocks(num_blocks)
+        self.model.set_grad_checkpointing(self._checkpoints_blocks())  # read by timm's forward_intermediates
         outputs = self.model.forward_intermediates(images, indices=num_blocks, return_prefix_tokens=True, norm=True,
                                                    output_fmt="NLC", intermediates_only=True)  # fmt: skip
         cls = torch.stack([prefix[:, 0] for _, prefix in outputs], dim=1)  # prefix (B, P, D) -> cls (B, n, D)
         return cls, outputs[-1][0]
+
+    def run_blocks(self, tokens: Tensor) -> Tensor:
+        """The ViT's blocks on tokens the caller embedded itself (MAE's kept patches): (B, N, D) -> (B, N, D),
+        without the final norm. With `grad_checkpointing` each block is recomputed in backward, as in `forward`."""
+        if not self._checkpoints_blocks():
+            return self.model.blocks(tokens)
+        for block in self.model.blocks:
+            tokens = checkpoint(block, tokens, use_reentrant=False)  # (B, N, D); only the input is kept
+        return tokens
 
 
 def _with_in_channels(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:
