@@ -44,3 +44,12 @@ def test_evaluate_refuses_a_run_whose_checkpoint_holds_code(tmp_path: Path, caps
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and "refused" in error[0] and str(run.checkpoint) in error[0]
     assert not Path("pwned").exists()
+
+
+@pytest.mark.parametrize(("saved", "completed"), [({"epoch": 2}, 3), ({"epoch": 2, "mid_epoch": False}, 3),
+                                                  ({"epoch": 2, "mid_epoch": True}, 2)])  # fmt: skip
+def test_checkpoint_epoch_counts_completed_epochs_only(tmp_path: Path, saved: dict, completed: int) -> None:
+    run = RunDir(tmp_path / "run")
+    assert run.checkpoint_epoch() == 0
+    save_checkpoint({"state_dict": {}, **saved}, run.checkpoint)
+    assert run.checkpoint_epoch() == completed  # a checkpoint written within epoch 2 (0-based) has completed 2

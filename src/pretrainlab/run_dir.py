@@ -45,6 +45,7 @@ import yaml
 
 SUMMARY = "summary.json"
 RESULT = "result.json"
+MID_EPOCH = "mid_epoch"  # checkpoint key: True when written within an epoch (not at its end)
 
 
 class UnsafeCheckpointError(ValueError):
@@ -311,7 +312,9 @@ class RunDir:
         """Epochs completed by the pretraining checkpoint (0 without one)."""
         if not self.checkpoint.is_file():
             return 0
-        return int(load_checkpoint(self.checkpoint)["epoch"]) + 1  # Lightning stores the 0-based index
+        checkpoint = load_checkpoint(self.checkpoint)
+        # Lightning stores the 0-based index of the epoch in progress; a mid-epoch checkpoint has not completed it
+        return int(checkpoint["epoch"]) + (0 if checkpoint.get(MID_EPOCH, False) else 1)
 
     def read_metrics(self) -> list[dict[str, Any]]:
         return read_jsonl(self.metrics)

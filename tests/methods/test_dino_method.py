@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import pytest
 import torch
 
 from pretrainlab.methods.tap_losses import KoLeoLossConfig
@@ -115,3 +116,14 @@ def test_koleo_at_backbone_leaves_the_neck_to_the_dino_loss() -> None:
     outputs["loss_koleo_backbone"].backward()
     assert all(p.grad is None for p in method.student.neck.parameters())
     assert any(p.grad is not None for p in method.student.backbone.parameters())
+
+
+@pytest.mark.parametrize("end", [1.0, 0.995])
+def test_teacher_momentum_runs_a_cosine_from_the_base_to_the_final_value(end: float) -> None:
+    from pretrainlab.methods.dino import DINOConfig
+
+    config = DINOConfig(name="dino", momentum_teacher=0.99, momentum_teacher_end=end)
+    momentum = config.schedules(total_iters=100, steps_per_epoch=10)["teacher_momentum"]
+    assert momentum[0] == pytest.approx(0.99)
+    assert momentum[50] == pytest.approx((0.99 + end) / 2)  # half-way down a cosine: the mean of its ends
+    assert momentum[-1] == pytest.approx(end, abs=3e-6)  # DINO's cosine stops one step short of its end

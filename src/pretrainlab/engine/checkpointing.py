@@ -23,9 +23,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from pretrainlab.data.train_data import ResumableLoader
 from pretrainlab.distributed import all_reduce_sum
-from pretrainlab.run_dir import load_checkpoint, save_checkpoint
-
-MID_EPOCH = "mid_epoch"  # checkpoint key: True when written within an epoch (not at its end)
+from pretrainlab.run_dir import MID_EPOCH, load_checkpoint, save_checkpoint
 
 
 class SafeCheckpointIO(TorchCheckpointIO):

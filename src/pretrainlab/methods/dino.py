@@ -156,7 +156,10 @@ class DINOConfig(MethodConfig):
     teacher_temp: float = Field(0.04, gt=0.0, description="final teacher temperature")
     warmup_teacher_temp: float = Field(0.04, gt=0.0)
     warmup_teacher_temp_epochs: int = Field(0, ge=0)
-    momentum_teacher: float = Field(0.996, ge=0.0, le=1.0, description="base EMA momentum, cosine to 1")
+    momentum_teacher: float = Field(0.996, ge=0.0, le=1.0, description="base EMA momentum, cosine to the final")
+    momentum_teacher_end: float = Field(
+        1.0, ge=0.0, le=1.0, description="final EMA momentum (DINO: 1; below 1 the teacher keeps following to the end)"
+    )
     center_momentum: float = Field(0.9, ge=0.0, lt=1.0)
     freeze_last_layer_epochs: int = Field(1, ge=0)
     losses: list[TAP_LOSSES.config_type()] = Field(  # type: ignore[valid-type]
@@ -173,11 +176,12 @@ class DINOConfig(MethodConfig):
         check_taps(self.losses, [*trunk_taps(config), "head:dino"], has_labels=False, key="method.losses")
 
     def schedules(self, total_iters: int, steps_per_epoch: int) -> dict[str, np.ndarray]:
-        """Teacher momentum: cosine from `momentum_teacher` to 1; teacher temperature: linear warm-up, then flat."""
+        """Teacher momentum: cosine from `momentum_teacher` to `momentum_teacher_end`; teacher temperature: linear
+        warm-up, then flat."""
         warmup = min(self.warmup_teacher_temp_epochs * steps_per_epoch, total_iters)
         teacher_temp = np.concatenate([np.linspace(self.warmup_teacher_temp, self.teacher_temp, warmup),
                                        np.full(total_iters - warmup, self.teacher_temp)])  # fmt: skip
-        return {"teacher_momentum": cosine_schedule(self.momentum_teacher, 1.0, total_iters), "teacher_temp": teacher_temp}
+        return {"teacher_momentum": cosine_schedule(self.momentum_teacher, self.momentum_teacher_end, total_iters), "teacher_temp": teacher_temp}
 
     def train_data(self, config: Config) -> TrainData:
         mean, std = config.data.mean_std

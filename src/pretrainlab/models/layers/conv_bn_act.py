@@ -17,6 +17,25 @@ def _check_kernel(kernel_size: int) -> None:
         raise ValueError(f"kernel_size must be a positive odd integer ('same' padding), got {kernel_size}")
 
 
+def same_padding_conv(conv: nn.Conv2d, x: Tensor) -> Tensor:
+    """`conv(x)` for a conv with padding k // 2; on a 1×1 map (B, C_in, 1, 1) -> (B, C_out, 1, 1) computed as a
+    1×1 conv with the kernel's centre tap.
+
+    With padding k // 2 only the centre tap meets the single input cell, whatever the stride, so
+    this is exact (the other taps get a zero gradient, as they should). It works around a oneDNN
+    bug (torch 2.x, CPU): under bf16 autocast the weight gradient of a *strided* 3×3 conv on a
+    1×1 input is garbage (relative errors up to 1e33), which sent SEBNet's 1/64 context branch to
+    NaN on 32-px crops. For stride 1 it is a speed-up: oneDNN computes all k² taps against the
+    padding, and the backward of SEBNet-s's 256→256 3×3 convs on 1×1 maps (batch 128) took 4.5 ms
+    each, a ninth of whose work is needed. `tests/models/test_conv_bn_act.py` checks both.
+    """
+    if x.shape[-2:] != (1, 1) or conv.kernel_size == (1, 1):
+        return conv(x)
+    centre = conv.kernel_size[0] // 2
+    weight = conv.weight[:, :, centre : centre + 1, centre : centre + 1]  # (C_out, C_in / g, 1, 1)
+    return F.conv2d(x, weight, groups=conv.groups)
+
+
 class ConvBnAct(nn.Module):
     """conv(k×k, stride, padding k // 2, no bias) -> BN -> ReLU (optional).
 
@@ -41,22 +60,7 @@ class ConvBnAct(nn.Module):
         self.act = nn.ReLU(inplace=True) if use_act else nn.Identity()
 
     def forward(self, x: Tensor) -> Tensor:  # (B, C_in, H, W) -> (B, C_out, ceil(H / s), ceil(W / s))
-        if self.conv.stride != (1, 1) and x.shape[-2:] == (1, 1):
-            return self.act(self.bn(self._centre_tap_conv(x)))
-        return self.act(self.bn(self.conv(x)))
-
-    def _centre_tap_conv(self, x: Tensor) -> Tensor:
-        """The conv on a 1×1 map (B, C_in, 1, 1) -> (B, C_out, 1, 1), as a 1×1 conv with the kernel's centre tap.
-
-        With padding k // 2 only the centre tap meets the single input cell, so this is exact
-        (the other taps get a zero gradient, as they should). It works around a oneDNN bug
-        (torch 2.x, CPU): under bf16 autocast the weight gradient of a *strided* 3×3 conv on a
-        1×1 input is garbage (relative errors up to 1e33), which sent SEBNet's 1/64 context
-        branch to NaN on 32-px crops. `tests/models/test_conv_bn_act.py` checks both.
-        """
-        centre = self.conv.kernel_size[0] // 2
-        weight = self.conv.weight[:, :, centre : centre + 1, centre : centre + 1]  # (C_out, C_in / g, 1, 1)
-        return F.conv2d(x, weight, groups=self.conv.groups)
+        return self.act(self.bn(same_padding_conv(self.conv, x)))
 
 
 class BnActConv(nn.Module):
@@ -72,4 +76,4 @@ class BnActConv(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.conv(self.act(self.bn(x)))
+        return same_padding_conv(self.conv, self.act(self.bn(x)))
