@@ -25,9 +25,10 @@ test-fast: $(STAMP)
 soak: $(STAMP)
 	PRETRAINLAB_SOAK=1 $(BIN)/python -m pytest -q -s tests/soak tests/corpus
 
+# every benchmark, then benchmarks/results.md (benchmarks/README.md); editable, so the install stays the checkout
 bench: $(STAMP)
-	$(BIN)/python -m pip install -q '.[bench]'
-	$(BIN)/python benchmarks/dino_step.py
+	$(BIN)/python -m pip install -q -e '.[bench]'
+	$(BIN)/python benchmarks/run_all.py
 
 clean-runs:
 	rm -rf runs

@@ -50,12 +50,14 @@ import torch
 from _timing import count_flops, time_interleaved
 from torch import Tensor
 
-from pretrainlab.engine.optim import OptimConfig
-from pretrainlab.methods.tap_losses import KoLeoLossConfig
-from pretrainlab.engine.optim import build_optimizer, set_lr_and_weight_decay
+from pretrainlab.engine.optim import (
+    OptimConfig,
+    build_optimizer,
+    set_lr_and_weight_decay,
+)
 from pretrainlab.engine.schedules import StepValues
-from pretrainlab.methods.tap_losses import build_tap_loss
 from pretrainlab.methods.dino import DINO
+from pretrainlab.methods.tap_losses import KoLeoLossConfig, build_tap_loss
 from pretrainlab.models.backbones.timm_backbone import TimmBackbone
 from pretrainlab.models.heads.dino import DINOHead
 
@@ -89,33 +91,41 @@ def make_views(seed: int) -> list[Tensor]:
     return [torch.randn(BATCH, 3, size, size, generator=generator) for size in sizes]
 
 
+def build_ours() -> DINO:
+    """Our DINO (student + EMA teacher, KoLeo on the student's `backbone` tap), weights from torch's global RNG."""
+    backbone = TimmBackbone(ARCH, img_size=GLOBAL_SIZE)
+    head = DINOHead(backbone.embed_dim, OUT_DIM, hidden_dim=HIDDEN_DIM, bottleneck_dim=BOTTLENECK_DIM)
+    koleo = build_tap_loss(KoLeoLossConfig(tap="backbone", weight=KOLEO_WEIGHT))
+    # one frozen epoch, as lightly's `freeze_last_layer=1`; at EPOCH the last layer trains on both sides
+    return DINO(backbone, head, losses=[koleo], num_global=NUM_GLOBAL, freeze_last_layer_epochs=1).train()
+
+
+def step_values() -> StepValues:
+    """The schedule values of the timed step: iteration EPOCH * STEPS_PER_EPOCH, constant lr / decay / EMA / temp."""
+    return StepValues(
+        iteration=EPOCH * STEPS_PER_EPOCH,
+        epoch=EPOCH,
+        lr=LR,
+        weight_decay=WEIGHT_DECAY,
+        values={"teacher_momentum": TEACHER_MOMENTUM, "teacher_temp": TEACHER_TEMP},
+    )
+
+
 class OursStep:
     """pretrainlab: `DINO.training_step` (with KoLeo on the backbone tap), backward, AdamW, EMA."""
 
-    def __init__(self, views: list[Tensor]) -> None:
-        backbone = TimmBackbone(ARCH, img_size=GLOBAL_SIZE)
-        head = DINOHead(backbone.embed_dim, OUT_DIM, hidden_dim=HIDDEN_DIM, bottleneck_dim=BOTTLENECK_DIM)
-        koleo = build_tap_loss(KoLeoLossConfig(tap="backbone", weight=KOLEO_WEIGHT))
-        self.method = DINO(
-            backbone, head, losses=[koleo], num_global=NUM_GLOBAL, freeze_last_layer_iters=STEPS_PER_EPOCH
-        ).train()
+    def __init__(self, views: list[Tensor], precision: str = "fp32") -> None:
+        self.method = build_ours()
         self.optimizer = build_optimizer(self.method, OptimConfig(name="adamw", lr=LR))
         set_lr_and_weight_decay(self.optimizer, LR, WEIGHT_DECAY)
-        self.step = StepValues(
-            iteration=EPOCH * STEPS_PER_EPOCH,
-            epoch=EPOCH,
-            lr=LR,
-            weight_decay=WEIGHT_DECAY,
-            teacher_momentum=TEACHER_MOMENTUM,
-            teacher_temp=TEACHER_TEMP,
-        )
-        self.views = views
-        self.precision = "fp32"
+        self.step = step_values()
+        self.batch = (views, torch.zeros(BATCH, dtype=torch.long))  # (views, labels) as `collate_views` gives; unused
+        self.precision = precision
         self.last_loss = float("nan")
 
     def __call__(self) -> None:
         with precision_context(self.precision):
-            outputs = self.method.training_step(self.views, self.step)
+            outputs = self.method.training_step(self.batch, self.step)
         loss = sum(value for key, value in outputs.items() if key.startswith("loss"))
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()

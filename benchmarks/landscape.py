@@ -21,13 +21,14 @@ Both sides' losses at the reference points are printed side by side (ours in the
 chose: bf16 differs from fp32 by the autocast rounding). Both sides run with glibc's freed memory kept
 (`keep_freed_memory`, as the CLI). Run it alone on the machine: both sides use every core.
 
-    python benchmarks/landscape.py [RUN_DIR] [--workers 2] [--precision auto] [--reference-points 3]
+    python benchmarks/landscape.py [RUN_DIR] [--workers 2] [--precision auto] [--reference-points 3] [--json PATH]
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import json
 import logging
 import os
 import time
@@ -92,6 +93,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
     parser.add_argument("--precision", choices=PRECISION_CHOICES, default=DEFAULT_PRECISION)
     parser.add_argument("--reference-points", type=int, default=3, help="grid points the reference is timed on")
+    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     keep_freed_memory()  # as the `pretrainlab` CLI does; both sides run in this process
@@ -125,8 +127,23 @@ def main() -> None:
         point_seconds.append(time.perf_counter() - started)
         rows.append((float(ours.x[i]), float(ours.y[j]), float(ours.losses[i, j]), loss, point_seconds[-1]))
     reference_seconds = setup_seconds + float(np.mean(point_seconds)) * num_points
-    report(ours_seconds, ours.seconds, reference_seconds, setup_seconds, rows, num_points, ours.precision,
-           {"before": load_before, "after": os.getloadavg()[0]})  # fmt: skip
+    load = {"before": load_before, "after": os.getloadavg()[0]}
+    report(ours_seconds, ours.seconds, reference_seconds, setup_seconds, rows, num_points, ours.precision, load)
+    if args.json is not None:
+        payload = {
+            "benchmark": "landscape",
+            "setup": {"run": str(args.run), "steps": args.steps, "num_images": args.num_images, "workers": args.workers,
+                      "batch_size": args.batch_size, "precision": ours.precision,
+                      "reference_points": args.reference_points},
+            "load_average_1min": load,
+            "results": {"ours_s": ours_seconds, "ours_grid_s": ours.seconds, "reference_s": reference_seconds,
+                        "reference_setup_s": setup_seconds,
+                        "ratio_reference_over_ours": reference_seconds / ours_seconds, "goal_s": GOAL_SECONDS,
+                        "points": [dict(zip(("x", "y", "ours", "reference", "reference_s"), row)) for row in rows]},
+        }  # fmt: skip
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(payload, indent=2))
+        log.info("wrote %s", args.json)
 
 
 def report(ours_seconds: float, ours_grid_seconds: float, reference_seconds: float, setup_seconds: float,

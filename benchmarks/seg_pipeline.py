@@ -36,14 +36,17 @@ page-faulted back in): `mallopt` in this process, and the same values as
 from the subprocess's environment).
 
     PYTHONPATH=src python benchmarks/seg_pipeline.py [--num-images 48] [--mmseg-python PATH]
-        [--allocator tuned|default]
+        [--allocator tuned|default] [--json PATH]
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import json
 import logging
+import os
+import platform
 import tempfile
 import time
 from collections.abc import Callable
@@ -308,9 +311,11 @@ def main() -> None:
         help="glibc allocator on both sides: 'tuned' = the training engine's keep_freed_memory thresholds "
         "(mallopt here, MALLOC_MMAP_THRESHOLD_ / MALLOC_TRIM_THRESHOLD_ for MMSeg); 'default' = glibc's defaults",
     )
+    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     mmseg_env = apply_allocator(args.allocator)
+    load_before = os.getloadavg()[0]
     cv2.setNumThreads(1)
     torch.set_num_threads(1)
 
@@ -346,6 +351,31 @@ def main() -> None:
     }
     for task in TASKS:
         report(titles[task], ours[task], None if theirs is None else theirs[task], version)
+    if args.json is not None:
+        payload = {
+            "benchmark": "seg_pipeline",
+            "setup": {"num_images": args.num_images, "rounds": args.rounds, "iou_images": args.iou_images,
+                      "seed": args.seed, "allocator": args.allocator, "threads": 1, "titles": titles},
+            "versions": {"torch": torch.__version__, "opencv": cv2.__version__, "python": platform.python_version(),
+                         "mmseg": version or None},
+            "load_average_1min": {"before": load_before, "after": os.getloadavg()[0]},
+            "identical_images": identical,
+            "results": {task: rates_payload(ours[task], None if theirs is None else theirs[task]) for task in TASKS},
+        }  # fmt: skip
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(payload, indent=2))
+        log.info("wrote %s", args.json)
+
+
+def rates_payload(ours: Timings, theirs: Timings | None) -> dict[str, object]:
+    """Best-pass images per second of both sides (None for MMSeg when it did not run) and ours / MMSeg."""
+    our_wall, our_cpu = ours.rates()
+    result: dict[str, object] = {"ours": {"img_per_s": our_wall, "cpu_img_per_s": our_cpu}, "mmseg": None}
+    if theirs is not None:
+        their_wall, their_cpu = theirs.rates()
+        result["mmseg"] = {"img_per_s": their_wall, "cpu_img_per_s": their_cpu}
+        result |= {"ratio_ours_over_mmseg": our_wall / their_wall, "cpu_ratio_ours_over_mmseg": our_cpu / their_cpu}
+    return result
 
 
 if __name__ == "__main__":

@@ -201,8 +201,9 @@ def _kept(path: Path) -> str:
         return "there is no earlier checkpoint"
     try:
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        # Lightning stores the 0-based index of the epoch that ended
-        position = f" (after epoch {int(state['epoch']) + 1}, step {int(state['global_step'])})"
+        # Lightning stores the 0-based index of the epoch that ended, or that a mid-epoch checkpoint is within
+        where = "within" if state.get(MID_EPOCH, False) else "after"
+        position = f" ({where} epoch {int(state['epoch']) + 1}, step {int(state['global_step'])})"
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, KeyError, TypeError, ValueError):
         position = ""
     return f"the previous checkpoint{position} is kept and a resume continues from it"

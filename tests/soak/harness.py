@@ -11,6 +11,7 @@ number (timings and wall-clock fields removed) must equal the uninterrupted run'
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -19,6 +20,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -62,7 +64,7 @@ class SoakResult:
     reference_seconds: float = 0.0
     startup_seconds: float = 0.0  # until the uninterrupted run created its output folder (imports, config)
     kill_moments: list[float] = field(default_factory=list)  # seconds after each attempt started
-    kills_after_a_checkpoint: int = 0  # kills that found a checkpoint to resume from, i.e. lost work
+    kills_after_a_checkpoint: int = 0  # kills that found a checkpoint to resume from
     compared_files: int = 0
 
 
@@ -97,32 +99,57 @@ def run_with_kills(
     reference_seconds: float,
     rng: random.Random,
 ) -> SoakResult:
-    """Start the workload, SIGKILL its process group at a random moment of its work (after the start-up
-    the uninterrupted run measured), check the folder, start it again; `kills` times, then let it finish.
-    A kill drawn after the attempt ended is a completed run: the remaining kills are not made."""
+    """Start the workload, SIGKILL its process group at a random moment of its work, check the folder,
+    start it again; `kills` times, then let it finish.
+
+    Each attempt is killed a random delay after it first writes progress (a checkpoint, a state file or a
+    JSON result changes), the delay drawn from a slice of the work: the uninterrupted run's time after
+    its start-up, cut into `kills + 1` slices. So every kill lands while the run works, after it got
+    somewhere, and the kills spread over the run. An attempt that ends before its kill is a completed
+    run: the remaining kills are not made (`SoakResult.kills` counts the ones made).
+    """
     result = SoakResult(workload.name, reference_seconds=reference_seconds, startup_seconds=startup_seconds)
+    work_slice = (reference_seconds - startup_seconds) / (kills + 1)
     for _ in range(kills):
-        moment = startup_seconds + rng.uniform(0.1, 0.9) * (reference_seconds - startup_seconds)
-        process = subprocess.Popen(workload.command(output_root), cwd=cwd, env=_env(workload), start_new_session=True,
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
-        result.attempts += 1
-        try:
-            process.wait(timeout=moment)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-            result.kills += 1
-            result.kill_moments.append(round(moment, 2))
-            assert_readable(output_root)
-            result.kills_after_a_checkpoint += any(_files(output_root, (".ckpt",)))
-            continue
-        stderr = process.stderr.read() if process.stderr else ""
-        if process.returncode != 0:
-            raise AssertionError(f"{workload.name}: exit status {process.returncode} after a resume\n{stderr[-4000:]}")
-        return result  # finished before the kill
+        delay = rng.uniform(0.1, 0.9) * work_slice
+        before = _progress(output_root)
+        started = time.perf_counter()
+        progressed_at = None
+        with tempfile.TemporaryFile("w+") as stderr:
+            process = subprocess.Popen(workload.command(output_root), cwd=cwd, env=_env(workload),
+                                       start_new_session=True, stdout=subprocess.DEVNULL, stderr=stderr)  # fmt: skip
+            result.attempts += 1
+            while process.poll() is None:
+                now = time.perf_counter()
+                if progressed_at is None and _progress(output_root) != before:
+                    progressed_at = now
+                if progressed_at is not None and now - progressed_at >= delay:
+                    os.killpg(process.pid, signal.SIGKILL)
+                    process.wait()
+                    break
+                time.sleep(0.02)
+            else:  # the attempt ended by itself
+                stderr.seek(0)
+                if process.returncode != 0:
+                    raise AssertionError(f"{workload.name}: exit status {process.returncode} after a resume\n"
+                                         f"{stderr.read()[-4000:]}")  # fmt: skip
+                return result
+        result.kills += 1
+        result.kill_moments.append(round(time.perf_counter() - started, 2))
+        assert_readable(output_root)
+        result.kills_after_a_checkpoint += any(_files(output_root, (".ckpt",)))
     run_once(workload, output_root, cwd)
     result.attempts += 1
     return result
+
+
+def _progress(root: Path) -> dict[Path, int]:
+    """What a run has written that a resume starts from: its state files and JSON results, by modification time."""
+    times = {}
+    for path in _files(root, STATE_SUFFIXES + (".json",)):
+        with contextlib.suppress(FileNotFoundError):  # replaced or removed while we list
+            times[path] = path.stat().st_mtime_ns
+    return times
 
 
 def assert_readable(root: Path) -> None:

@@ -43,16 +43,17 @@ SAVE_MODEL_WEIGHTS_ONLY = False
 
 def saved_steps(path: Path) -> tuple[int, int]:
     """(G, L) of the checkpoint at `path`: its global step G (optimizer steps done) and the last metrics
-    step L of the history a run resumed from it continues (later lines are dropped on resume).
+    step L = G - 1 of the history a run resumed from it continues (later lines are dropped on resume).
 
-    Lightning logs a step's metrics after its `on_train_batch_end`, where a mid-epoch checkpoint is
-    written, so a mid-epoch checkpoint owns the lines up to step G - 1 (the line of step G - 1, if
-    written, is not redone). An epoch-end checkpoint owns step G too: the epoch-end evaluations log
-    at step G after it is written, and are not redone either.
+    Steps count from 0, so G steps log lines 0 .. G - 1: Lightning logs a step's metrics after its
+    `on_train_batch_end`, where a mid-epoch checkpoint is written, and an epoch-end checkpoint is
+    written after the epoch-end callbacks, whose evaluations log at the epoch's last step G - 1 (the
+    kNN callback). A line at step G is the next step's (a domain record, metrics), which the resumed run
+    redoes.
     """
     checkpoint = load_checkpoint(path)
     step = int(checkpoint["global_step"])
-    return step, step - 1 if checkpoint.get(MID_EPOCH, False) else step
+    return step, step - 1
 
 
 class LastCheckpoint(L.Callback):

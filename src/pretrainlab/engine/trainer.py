@@ -27,6 +27,7 @@ from pydantic import Field, field_validator
 from pretrainlab.config.component import Strict
 from pretrainlab.data.train_data import ResumableLoader, TrainData
 from pretrainlab.engine.checkpointing import LastCheckpoint, SafeCheckpointIO, saved_steps
+from pretrainlab.engine.compile import compile_networks
 from pretrainlab.engine.jsonl_logger import JsonlLogger
 from pretrainlab.engine.module import EngineModule, MakeSchedules
 from pretrainlab.engine.optim import OptimConfig
@@ -58,6 +59,11 @@ class EngineConfig(Strict):
     )
     skip_nonfinite_steps: int = Field(
         0, ge=0, description="steps with a NaN / Inf loss skipped (with a warning) before the next one stops the run"
+    )
+    compile: bool = Field(
+        False,
+        description="torch.compile the method's networks in place before training (`compile_networks`); "
+        "state_dict keys and checkpoints unchanged; off by default: see benchmarks/compile.py for where it wins",
     )
 
     @field_validator("devices")
@@ -107,8 +113,11 @@ def fit(
         checkpoint: written at every epoch end (and within epochs as `engine` says); None = no checkpoint.
         channels_last: override `engine.channels_last`.
 
+    With `engine.compile`, the method's networks are compiled in place first (`compile_networks`).
+
     Raises:
         NonFiniteLossError: a step's loss was NaN / Inf with no skip left (`engine.skip_nonfinite_steps`).
+        CompileUnavailableError: `engine.compile` is set and torch.compile does not work here (one line).
     """
     if engine.num_threads is not None:
         torch.set_num_threads(engine.num_threads)
@@ -119,14 +128,18 @@ def fit(
         )
     loader = ResumableLoader(data)
     resume_from = checkpoint if checkpoint is not None and checkpoint.is_file() else None
-    resume_step, last_logged_step = saved_steps(resume_from) if resume_from is not None else (None, 0)
+    # without a checkpoint the run starts over: every line of an earlier attempt is dropped
+    resume_step, last_logged_step = saved_steps(resume_from) if resume_from is not None else (None, -1)
     last_checkpoint = None
     if checkpoint is not None:
         last_checkpoint = LastCheckpoint(
             checkpoint, loader, every_n_steps=engine.checkpoint_every_n_steps,
             every_minutes=engine.checkpoint_every_minutes, saved_step=resume_step,
         )  # fmt: skip
-    all_callbacks: list[L.Callback] = [*([last_checkpoint] if last_checkpoint is not None else []), *callbacks]
+    # The checkpoint goes after the other callbacks: an epoch-end checkpoint then holds the RNG state after
+    # what they drew at that epoch's end (a kNN evaluation's loaders draw from torch's RNG), and a run killed
+    # before it redoes them, so a resumed run continues exactly as the uninterrupted one (tests/soak).
+    all_callbacks: list[L.Callback] = [*callbacks, *([last_checkpoint] if last_checkpoint is not None else [])]
     if engine.progress_bar:
         all_callbacks.append(RichProgressBar(refresh_rate=5, leave=True))
     trainer = L.Trainer(
@@ -155,6 +168,8 @@ def fit(
     )
     use_channels_last = engine.channels_last if channels_last is None else channels_last
     method.train()  # Lightning keeps each module's mode: the method's own `train` decides (frozen parts stay eval)
+    if engine.compile:
+        log.info("engine.compile: compiled %s", ", ".join(compile_networks(method)))
     module = EngineModule(
         method, optim, make_schedules, channels_last=use_channels_last,
         skip_nonfinite_steps=engine.skip_nonfinite_steps, last_checkpoint=last_checkpoint,

@@ -107,4 +107,5 @@ class KNNEvalCallback(L.Callback):
         )
         log.info("epoch %d kNN top-1 %.2f", epoch, scores["top1"])
         for logger in trainer.loggers:
-            logger.log_metrics({"eval/knn_top1": scores["top1"], "epoch": epoch}, step=trainer.global_step)
+            # at the epoch's last step: the step after it is the next epoch's first, which a resume may redo
+            logger.log_metrics({"eval/knn_top1": scores["top1"], "epoch": epoch}, step=trainer.global_step - 1)

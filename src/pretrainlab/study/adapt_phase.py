@@ -98,7 +98,7 @@ def run_source_phase(phase: SourcePhaseConfig, place: Phase, context: StudyConte
     from pretrainlab.eval.segmentation_data import build_seg_datasets, segmentation_root
     from pretrainlab.run_dir import save_checkpoint
     from pretrainlab.study.online import ensure_domains, load_state
-    from pretrainlab.study.source_models import store_source, stored_source_dir, take_stored_source
+    from pretrainlab.study.source_models import store_source, stored_source_dir, stored_trainer, take_stored_source
 
     started = time.perf_counter()
     config, run_file = context.config, source_path(context.run)
@@ -112,7 +112,8 @@ def run_source_phase(phase: SourcePhaseConfig, place: Phase, context: StudyConte
         if is_rank_zero():
             save_checkpoint({"segmentor": segmentor.state_dict()}, run_file)
     elif stored is not None and (stored / "source.pt").is_file():
-        origin = str(stored / "source.pt")
+        # this run trained it when it was killed between storing the model and finishing the phase
+        origin = "trained" if stored_trainer(stored) == str(config.run_dir) else str(stored / "source.pt")
         load_state(segmentor, stored / "source.pt")
         if is_rank_zero():
             take_stored_source(stored, run_file)

@@ -74,12 +74,18 @@ def take_stored_source(stored: Path, source_file: Path) -> bool:
     stored_file = stored / "source.pt"
     if not stored_file.is_file():
         return False
-    trained_by = (stored / "trained_by").read_text().strip() if (stored / "trained_by").is_file() else "?"
+    trained_by = stored_trainer(stored) or "?"
     source_file.parent.mkdir(parents=True, exist_ok=True)
     source_file.unlink(missing_ok=True)
     _link_or_copy(stored_file, source_file)
     log.info("source model: %s (same recipe, trained by run %s)", stored_file, trained_by)
     return True
+
+
+def stored_trainer(stored: Path) -> str | None:
+    """The run directory that trained the stored source model (`trained_by`); None when not recorded."""
+    path = stored / "trained_by"
+    return path.read_text().strip() if path.is_file() else None
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:
