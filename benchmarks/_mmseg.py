@@ -18,6 +18,7 @@ subprocess by environment variables.
 
 from __future__ import annotations
 
+import argparse
 import inspect
 import json
 import logging
@@ -139,6 +140,19 @@ def tuned_thresholds() -> dict[str, int]:
         "MALLOC_MMAP_THRESHOLD_": parameters["mmap_threshold"].default,
         "MALLOC_TRIM_THRESHOLD_": parameters["trim_threshold"].default,
     }
+
+
+def add_mmseg_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--mmseg-python` and `--allocator`, the options of every benchmark that runs MMSeg's side."""
+    parser.add_argument("--mmseg-python", type=Path, default=None, help=f"default: {DEFAULT_MMSEG_PYTHON} if it exists")
+    parser.add_argument(
+        "--allocator",
+        choices=("tuned", "default"),
+        default="tuned",
+        help="glibc allocator on both sides: 'tuned' = the training engine's keep_freed_memory thresholds "
+        "(mallopt here, MALLOC_MMAP_THRESHOLD_ / MALLOC_TRIM_THRESHOLD_ for MMSeg), as the pretrainlab CLI runs; "
+        "'default' = glibc's defaults",
+    )
 
 
 def apply_allocator(setting: str) -> dict[str, str]:

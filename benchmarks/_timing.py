@@ -1,4 +1,4 @@
-"""Timing helpers shared by the benchmarks: interleaved repeats and FLOP counts.
+"""Timing helpers shared by the benchmarks: interleaved repeats, FLOP counts, the `--json` output.
 
 On a machine shared with other jobs, load drifts over seconds; timing the contenders
 in alternation (A B, B A, A B, ...) exposes both to the same drift, so the ratio of
@@ -10,10 +10,14 @@ own venv) times itself there and returns `Measured`.
 
 from __future__ import annotations
 
+import json
+import logging
 import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -87,3 +91,12 @@ def count_flops(work: Callable[[], object]) -> int:
     with counter:
         work()
     return counter.get_total_flops()
+
+
+def write_results(path: Path | None, payload: dict[str, Any]) -> None:
+    """Write a benchmark's `--json` file (nothing when `path` is None)."""
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2))
+    logging.getLogger("benchmarks").info("wrote %s", path)

@@ -42,7 +42,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import json
 import logging
 import math
 import os
@@ -56,7 +55,7 @@ from typing import Any
 
 import timm
 import torch
-from _timing import time_call, time_interleaved
+from _timing import time_call, time_interleaved, write_results
 from dino_step import OursStep, make_views
 from torch import Tensor
 
@@ -236,9 +235,7 @@ def main() -> None:
             "load_average_1min": load,
             "results": results,
         }  # fmt: skip
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(payload, indent=2))
-        log.info("wrote %s", args.json)
+        write_results(args.json, payload)
 
 
 def run_workloads(workloads: list[str], args: argparse.Namespace) -> tuple[dict, dict, dict[str, float]]:

@@ -37,7 +37,6 @@ import argparse
 import contextlib
 import copy
 import importlib.metadata
-import json
 import logging
 import math
 import os
@@ -47,7 +46,7 @@ from pathlib import Path
 
 import timm
 import torch
-from _timing import count_flops, time_interleaved
+from _timing import count_flops, time_interleaved, write_results
 from torch import Tensor
 
 from pretrainlab.engine.optim import (
@@ -258,9 +257,7 @@ def main() -> None:
             "first_step_loss": first_loss,
             "results": results,
         }  # fmt: skip
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(payload, indent=2))
-        log.info("wrote %s", args.json)
+        write_results(args.json, payload)
 
 
 def measure(

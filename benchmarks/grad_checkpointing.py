@@ -57,6 +57,7 @@ from dino_step import (
     precision_context,
 )
 
+from _timing import write_results
 from pretrainlab.engine.schedules import StepValues
 from pretrainlab.methods.dino import DINO
 from pretrainlab.models.backbones.timm_backbone import TimmBackbone
@@ -169,9 +170,7 @@ def main() -> None:
                          "python": platform.python_version()},
             "results": results,
         }  # fmt: skip
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(payload, indent=2))
-        log.info("wrote %s", args.json)
+        write_results(args.json, payload)
 
 
 if __name__ == "__main__":

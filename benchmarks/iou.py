@@ -33,7 +33,6 @@ are equal to `SegmentationMetric.summary()`'s. A difference raises.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 import os
@@ -45,8 +44,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-from _mmseg import DEFAULT_MMSEG_PYTHON, MMSegProcess, apply_allocator, mmseg_python, start_mmseg
-from _timing import Measured, Timings, time_interleaved
+from _mmseg import MMSegProcess, add_mmseg_arguments, apply_allocator, mmseg_python, start_mmseg
+from _timing import Measured, Timings, time_interleaved, write_results
 
 from pretrainlab.eval.metrics import SegmentationMetric
 
@@ -226,14 +225,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=30, help="maps per pass")
     parser.add_argument("--repeats", type=int, default=7, help="timed passes per contender (after one warm-up)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--mmseg-python", type=Path, default=None, help=f"default: {DEFAULT_MMSEG_PYTHON} if it exists")
-    parser.add_argument(
-        "--allocator",
-        choices=("tuned", "default"),
-        default="tuned",
-        help="glibc allocator on both sides: 'tuned' = the engine's keep_freed_memory thresholds (mallopt here, "
-        "MALLOC_MMAP_THRESHOLD_ / MALLOC_TRIM_THRESHOLD_ for MMSeg), as the pretrainlab CLI runs; 'default' = glibc's",
-    )
+    add_mmseg_arguments(parser)
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -265,9 +257,7 @@ def main() -> None:
             "load_average_1min": load,
             "results": results,
         }  # fmt: skip
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(payload, indent=2))
-        log.info("wrote %s", args.json)
+        write_results(args.json, payload)
 
 
 if __name__ == "__main__":

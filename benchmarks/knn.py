@@ -28,7 +28,6 @@ as the pretrainlab CLI runs every verb), or with glibc's defaults (`--allocator 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import platform
@@ -37,7 +36,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from _timing import time_interleaved
+from _timing import time_interleaved, write_results
 from torch import Tensor
 
 from pretrainlab.engine.malloc import keep_freed_memory
@@ -231,9 +230,7 @@ def main() -> None:
             "versions": {"torch": torch.__version__, "python": platform.python_version()},
             "load_average_1min": load,
         } | measured
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(payload, indent=2))
-        log.info("wrote %s", args.json)
+        write_results(args.json, payload)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import logging
 import os
 import time
@@ -40,6 +39,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Subset
 
+from _timing import write_results
 from pretrainlab.analysis.landscape import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_PRECISION,
@@ -141,9 +141,7 @@ def main() -> None:
                         "ratio_reference_over_ours": reference_seconds / ours_seconds, "goal_s": GOAL_SECONDS,
                         "points": [dict(zip(("x", "y", "ours", "reference", "reference_s"), row)) for row in rows]},
         }  # fmt: skip
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(payload, indent=2))
-        log.info("wrote %s", args.json)
+        write_results(args.json, payload)
 
 
 def report(ours_seconds: float, ours_grid_seconds: float, reference_seconds: float, setup_seconds: float,

@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import logging
 import os
 import platform
@@ -55,9 +54,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-from _mmseg import DEFAULT_MMSEG_PYTHON, MMSegProcess, apply_allocator, mmseg_python, start_mmseg
+from _mmseg import MMSegProcess, add_mmseg_arguments, apply_allocator, mmseg_python, start_mmseg
 from PIL import Image
 
+from _timing import write_results
 from pretrainlab.data.formats.segmentation_datasets import (
     read_image_bgr,
     read_label,
@@ -303,14 +303,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="alternating timed passes per side; the best is kept")
     parser.add_argument("--iou-images", type=int, default=30)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--mmseg-python", type=Path, default=None, help=f"default: {DEFAULT_MMSEG_PYTHON} if it exists")
-    parser.add_argument(
-        "--allocator",
-        choices=("tuned", "default"),
-        default="tuned",
-        help="glibc allocator on both sides: 'tuned' = the training engine's keep_freed_memory thresholds "
-        "(mallopt here, MALLOC_MMAP_THRESHOLD_ / MALLOC_TRIM_THRESHOLD_ for MMSeg); 'default' = glibc's defaults",
-    )
+    add_mmseg_arguments(parser)
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -362,9 +355,7 @@ def main() -> None:
             "identical_images": identical,
             "results": {task: rates_payload(ours[task], None if theirs is None else theirs[task]) for task in TASKS},
         }  # fmt: skip
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(payload, indent=2))
-        log.info("wrote %s", args.json)
+        write_results(args.json, payload)
 
 
 def rates_payload(ours: Timings, theirs: Timings | None) -> dict[str, object]:

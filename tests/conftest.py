@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,26 @@ def _few_threads_and_seed() -> None:
     torch.manual_seed(0)
     np.random.seed(0)
 
+
+# `python -c KILLER.format(kill_at=N) <overrides>`: pretrain, dying like SIGKILL when the global step reaches N
+KILLER = textwrap.dedent(
+    """
+    import os, sys
+    from pretrainlab.config import load_config
+    from pretrainlab.engine import module
+    from pretrainlab.study.run import pretrain
+
+    original = module.EngineModule.training_step
+
+    def training_step(self, batch, batch_idx):
+        if self.global_step == {kill_at}:
+            os._exit(9)  # like SIGKILL: no cleanup, no final checkpoint
+        return original(self, batch, batch_idx)
+
+    module.EngineModule.training_step = training_step
+    pretrain(load_config(None, sys.argv[1:]))
+    """
+)
 
 TINY_SYNTHETIC = {"num_train": 96, "num_val": 48, "num_seg_train": 4, "num_seg_val": 2, "image_size": 32}
 

@@ -200,10 +200,16 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", type=Path, required=True, help="output file: .safetensors, .pt or .pth")
     export.set_defaults(handler=cmd_export)
 
-    report = verbs.add_parser("report", help="score table of every run below the folders -> scores.md, scores.csv")
+    report = verbs.add_parser(
+        "report", help="score table of every run below the folders -> scores.md, scores.csv (--html: report.html)"
+    )
     report.add_argument("dirs", type=Path, nargs="+", metavar="DIR", help="folders searched for runs")
     report.add_argument("--metric", help="column to sort by (default: mIoU if any run has it, else knn_top1)")
     report.add_argument("--out", type=Path, help="folder for scores.md / scores.csv (default: the first DIR)")
+    report.add_argument("--html", action="store_true",
+                        help="also write report.html: the sortable table and every run's curves, figures and config")
+    report.add_argument("--link-figures", action="store_true",
+                        help="with --html: link the runs' PNGs relative to the page instead of embedding them")
     report.set_defaults(handler=cmd_report)
 
     analyze = verbs.add_parser("analyze", help="inspect a model or a run -> <run>/analysis/<what>.md (+ plots/)")
@@ -368,11 +374,19 @@ def cmd_report(args: argparse.Namespace) -> int:
     rows = collect_runs(args.dirs)
     if not rows:
         raise FileNotFoundError(f"no runs (summary.json or eval/*.json) below {', '.join(map(str, args.dirs))}")
+    if args.link_figures and not args.html:
+        raise ValueError("--link-figures only applies to the page: add --html")
     table = build_score_table(rows, args.metric)
     out_dir = args.out or args.dirs[0]
     table.write(out_dir)
     Console().print(table.rich())
     log.info("wrote %s and scores.csv (%d runs)", out_dir / "scores.md", len(rows))
+    if args.html:
+        from pretrainlab.report.html_page import write_study_page
+
+        title = "Study " + ", ".join(folder.resolve().name for folder in args.dirs)
+        page = write_study_page(table, out_dir, title=title, embed_figures=not args.link_figures)
+        log.info("wrote %s (%.1f MB); open it in a browser", page, page.stat().st_size / 1e6)
     return 0
 
 

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO_ROOT, tiny_run_overrides
+from conftest import KILLER, REPO_ROOT, tiny_run_overrides
 
 from pretrainlab.config import load_config
 from pretrainlab.run_dir import RunDir, load_checkpoint
@@ -17,24 +16,6 @@ from pretrainlab.study.run import pretrain
 
 KILL_AT_STEP = 9  # 6 steps per epoch: dies in the middle of the second epoch, after one checkpoint
 
-KILLER = textwrap.dedent(
-    """
-    import os, sys
-    from pretrainlab.config import load_config
-    from pretrainlab.engine import module
-    from pretrainlab.study.run import pretrain
-
-    original = module.EngineModule.training_step
-
-    def training_step(self, batch, batch_idx):
-        if self.global_step == {kill_at}:
-            os._exit(9)  # like SIGKILL: no cleanup, no final checkpoint
-        return original(self, batch, batch_idx)
-
-    module.EngineModule.training_step = training_step
-    pretrain(load_config(None, sys.argv[1:]))
-    """
-)
 
 
 def method_state(run_dir: Path) -> dict[str, torch.Tensor]:

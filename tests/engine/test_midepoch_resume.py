@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import REPO_ROOT, tiny_run_overrides
+from conftest import KILLER, REPO_ROOT, tiny_run_overrides
 from torch import Tensor, nn
 from torch.utils.data import Dataset, default_collate
 
@@ -27,24 +27,6 @@ from pretrainlab.models.backbones.base import Backbone
 from pretrainlab.run_dir import RunDir, load_checkpoint, read_jsonl
 from pretrainlab.study.run import pretrain
 
-KILLER = textwrap.dedent(
-    """
-    import os, sys
-    from pretrainlab.config import load_config
-    from pretrainlab.engine import module
-    from pretrainlab.study.run import pretrain
-
-    original = module.EngineModule.training_step
-
-    def training_step(self, batch, batch_idx):
-        if self.global_step == {kill_at}:
-            os._exit(9)  # like SIGKILL: no cleanup, no final checkpoint
-        return original(self, batch, batch_idx)
-
-    module.EngineModule.training_step = training_step
-    pretrain(load_config(None, sys.argv[1:]))
-    """
-)
 
 
 @pytest.mark.slow

@@ -6,7 +6,13 @@ import pytest
 import torch
 
 from pretrainlab.config.loading import ConfigError, load_config
-from pretrainlab.models.heads import SegFormerHeadConfig, SegLinearHeadConfig, SegmenterHeadConfig, UperHeadConfig
+from pretrainlab.models.heads import (
+    Mask2FormerHeadConfig,
+    SegFormerHeadConfig,
+    SegLinearHeadConfig,
+    SegmenterHeadConfig,
+    UperHeadConfig,
+)
 from pretrainlab.eval.segmentation_model import Segmentor
 from pretrainlab.models.backbones import TimmBackbone
 from pretrainlab.models.heads.seg_base import SEG_HEADS, build_seg_head
@@ -16,6 +22,8 @@ HEAD_CONFIGS = {
     "segformer": SegFormerHeadConfig(embed_dim=16),
     "segmenter": SegmenterHeadConfig(embed_dim=24, depth=1, num_heads=2),
     "uper": UperHeadConfig(channels=16),
+    "mask2former": Mask2FormerHeadConfig(num_queries=4, hidden_dim=16, num_layers=3, num_heads=2, ffn_dim=32,
+                                         num_encoder_layers=1, num_points=64),
 }
 K = 5
 

@@ -95,7 +95,8 @@ def finetune_segmentation(
     fit(method, data, optim=seg.optim(), make_schedules=seg.schedules, engine=config.engine, max_epochs=1,
         metrics_path=metrics_path, logs_dir=out_dir / "logs" / name, checkpoint=None, channels_last=False)  # fmt: skip
     seconds = time.perf_counter() - started
-    losses = [(int(m["step"]), float(m["train/loss"])) for m in read_jsonl(metrics_path) if "train/loss" in m]
+    # `objective` is the summed loss: the head's one `loss`, or its several `loss_*` terms (Mask2Former)
+    losses = [(int(m["step"]), float(m["train/objective"])) for m in read_jsonl(metrics_path) if "train/objective" in m]
     log.info("finetuned %s for %d iterations in %.1f s (cached maps: %s)", seg.head.name, seg.iterations, seconds,
              cached)  # fmt: skip
     return segmentor, TrainLog(seg.iterations, seconds, cached, trainable, losses)

@@ -4,8 +4,9 @@
 `frozen`, everything in mode `full` (minus `freeze` patterns), as decided by
 `engine/freeze.py`; the optimizer sees only those parameters, with lr multipliers per
 pattern and no decay on norms / biases / position embeddings; the lr follows MMSeg's poly
-decay by iteration. The loss is `segmentation_cross_entropy` at the padded crop size with
-ignore index 255 and the configured reduction.
+decay by iteration. The loss is the head's `loss(maps, labels)`: `segmentation_cross_entropy`
+at the padded crop size with ignore index 255 and the configured reduction, or the head's own
+objective (Mask2Former).
 
 Data: the MMSeg train pipeline (random resize, cat-max crop, flip, photometric) or, with
 `augment: false`, the validation resize. Fast path: with a frozen backbone and
@@ -35,7 +36,6 @@ from pretrainlab.engine.freeze import is_frozen
 from pretrainlab.engine.optim import OptimConfig
 from pretrainlab.engine.schedules import Schedules, StepValues, poly_schedule
 from pretrainlab.eval.segmentation_model import Segmentor
-from pretrainlab.losses.cross_entropy import segmentation_cross_entropy
 from pretrainlab.methods.base import Method
 from pretrainlab.models.backbones.base import Backbone
 from pretrainlab.models.heads.seg_base import SEG_HEADS
@@ -119,8 +119,7 @@ class SegFinetune(Method):
     def training_step(self, batch: tuple[Tensor | list[Tensor], Tensor], step: StepValues) -> dict[str, Tensor]:
         inputs, labels = batch
         maps = inputs if self.uses_cached_maps else self.segmentor.backbone_maps(inputs)
-        logits = self.segmentor.decode(maps, tuple(labels.shape[-2:]))  # (B, K, crop, crop)
-        return {"loss": segmentation_cross_entropy(logits.float(), labels, avg_non_ignore=self.avg_non_ignore)}
+        return self.segmentor.head.loss(maps, labels, avg_non_ignore=self.avg_non_ignore)
 
     def eval_backbone(self) -> Backbone:
         return self.segmentor.backbone

@@ -3,6 +3,8 @@
 A head is built from the backbone's `out_channels` and `strides` (Backbone API) and maps
 the list of dense maps `[(B, D_i, H_i, W_i)]` (finest first) to class logits
 (B, K, H / s, W / s) at its `output_stride` s; the segmentor resizes them to the input.
+Its training objective is `loss(maps, labels)`: per-pixel cross-entropy of those logits by
+default; a head with its own objective (Mask2Former's set prediction) overrides it.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pretrainlab.config.component import Component
+from pretrainlab.losses.cross_entropy import segmentation_cross_entropy
 from pretrainlab.registry import Registry
 
 
@@ -51,6 +54,11 @@ class SegHead(nn.Module):
         if channels != self.in_channels:
             shapes = [tuple(m.shape) for m in maps]
             raise ValueError(f"{type(self).__name__} was built for maps with channels {self.in_channels}, got {shapes}")
+
+    def loss(self, maps: Sequence[Tensor], labels: Tensor, *, avg_non_ignore: bool) -> dict[str, Tensor]:
+        """`{"loss": cross-entropy}` of the logits resized (bilinear) to labels (B, H, W), ignore index 255."""
+        logits = resize_to(self(maps), labels.shape[-2:])  # (B, K, H, W)
+        return {"loss": segmentation_cross_entropy(logits.float(), labels, avg_non_ignore=avg_non_ignore)}
 
 
 class SegHeadConfig(Component):
