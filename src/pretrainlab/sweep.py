@@ -30,7 +30,7 @@ from pretrainlab.study.runner import run_study
 log = logging.getLogger(__name__)
 
 SWEEP_COLUMNS = ("knn_top1", "knn_top1_random_init", "linear_top1", "num_params", "wall_time_s")
-SEG_SWEEP_COLUMNS = ("mIoU", "mIoU_random_init", "num_params", "wall_time_s")  # a sweep sorted by a seg metric (W4)
+SEG_SWEEP_COLUMNS = ("mIoU", "mIoU_random_init", "num_params", "wall_time_s")  # a sweep sorted by a seg metric (W4, W5)
 SEG_METRICS = frozenset({"mIoU", "mAcc", "aAcc", "mIoU_random_init"})
 ONLINE_SWEEP_COLUMNS = ("mean_target_miou", "mean_final_miou", "mean_forgetting", "trainable_params", "step_time_s",
                         "wall_time_s")  # W2

@@ -7,6 +7,7 @@ import torch
 
 from pretrainlab.config.loading import ConfigError, load_config
 from pretrainlab.models.heads import (
+    KNetHeadConfig,
     Mask2FormerHeadConfig,
     SegFormerHeadConfig,
     SegLinearHeadConfig,
@@ -24,6 +25,7 @@ HEAD_CONFIGS = {
     "uper": UperHeadConfig(channels=16),
     "mask2former": Mask2FormerHeadConfig(num_queries=4, hidden_dim=16, num_layers=3, num_heads=2, ffn_dim=32,
                                          num_encoder_layers=1, num_points=64),
+    "knet": KNetHeadConfig(channels=16, num_heads=2, ffn_dim=32, updator_dim=8),
 }
 K = 5
 
@@ -94,7 +96,7 @@ def test_unknown_head_name_fails_at_load_with_did_you_mean() -> None:
         SEG_HEADS.get("upper")
 
 
-@pytest.mark.parametrize("name", ["seg_linear", "segmenter", "uper"])
+@pytest.mark.parametrize("name", ["seg_linear", "segmenter", "uper", "knet"])
 def test_heads_with_a_configured_width_ignore_decoder_width(cnn: TimmBackbone, name: str) -> None:
     def num_params(decoder_width: int | None) -> int:
         head = build_seg_head(HEAD_CONFIGS[name], cnn.out_channels, cnn.strides, K, decoder_width=decoder_width)

@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import types
 import typing
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
 from pretrainlab.config.schema import Config
 from pretrainlab.registry import UNKNOWN_COMPONENT, did_you_mean
+
+T = TypeVar("T")
 
 
 class ConfigError(ValueError):
@@ -30,7 +33,7 @@ def load_config(path: Path | str | None = None, overrides: list[str] | None = No
     """Read `path` (following `extends`), apply `overrides`, validate into a `Config`."""
     source = str(path) if path is not None else "<defaults>"
     data = read_yaml_with_extends(Path(path)) if path is not None else {}
-    for override in overrides or []:
+    for override in switches_first(overrides or [], key=lambda override: override.split("=", 1)[0]):
         apply_override(data, override)
     if overrides:
         source += " + overrides"
@@ -112,7 +115,12 @@ def apply_override(data: dict[str, Any], override: str) -> None:
 
 
 def set_dotted(data: dict[str, Any], dotted: str, value: Any, *, context: str) -> None:
-    """Merge an already-parsed `value` at `a.b.c` in place; `context` prefixes error messages."""
+    """Merge an already-parsed `value` at `a.b.c` in place; `context` prefixes error messages.
+
+    Setting a registered component's `name` to another component (`eval.seg.head.name=uper`) drops the
+    options the new one does not have, as `deep_merge` does for a whole mapping; `switches_first` orders such
+    keys before the others, so the options given beside it are checked against the new component.
+    """
     keys = dotted.split(".")
     if not all(keys):
         raise ConfigError(f"{context}: empty key in '{dotted}'")
@@ -122,7 +130,24 @@ def set_dotted(data: dict[str, Any], dotted: str, value: Any, *, context: str) -
         if not isinstance(child, dict):
             raise ConfigError(f"{context}: '{'.'.join(keys[: i + 1])}' is {child!r}, not a mapping")
         node = child
+    if len(keys) > 1 and keys[-1] == "name" and node.get("name", value) != value:
+        before = _known_fields(Config, keys[:-1], data)
+        node["name"] = value
+        after = _known_fields(Config, keys[:-1], data)
+        if before and after and before != after:  # another registered component: drop what it does not know
+            for option in [option for option in node if option not in after]:
+                del node[option]
     node[keys[-1]] = deep_merge(node.get(keys[-1]), value)
+
+
+def switches_first(items: Iterable[T], key: Callable[[T], str]) -> list[T]:
+    """`items` (dotted keys by `key`) with the component switches (`a.b.name`) first, outer before inner, so
+    setting a name never drops options set beside it; the order is otherwise kept."""
+    def rank(item: T) -> tuple[int, int]:
+        dotted = key(item).strip()
+        return (0, dotted.count(".")) if dotted.endswith(".name") else (1, 0)
+
+    return sorted(items, key=rank)
 
 
 def format_validation_error(

@@ -43,10 +43,15 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class TrainLog:
-    """What a finetuning did: iterations, seconds, losses (iteration, value) as logged, trainable set."""
+    """What a finetuning did: iterations, seconds (with data preparation), seconds per training step (the
+    engine's fit over the iterations), parameters of the head and trainable ones, losses (iteration, value)
+    as logged, trainable set."""
 
     iterations: int
     seconds: float
+    step_seconds: float
+    head_params: int
+    trainable_params: int
     cached_maps: bool
     trainable: TrainableSet
     losses: list[tuple[int, float]] = field(default_factory=list)
@@ -92,14 +97,19 @@ def finetune_segmentation(
     method = SegFinetune(segmentor, avg_non_ignore=seg.avg_non_ignore, uses_cached_maps=cached)
     metrics_path = out_dir / f"metrics_{name}.jsonl"
     metrics_path.unlink(missing_ok=True)
+    fit_started = time.perf_counter()
     fit(method, data, optim=seg.optim(), make_schedules=seg.schedules, engine=config.engine, max_epochs=1,
         metrics_path=metrics_path, logs_dir=out_dir / "logs" / name, checkpoint=None, channels_last=False)  # fmt: skip
+    step_seconds = (time.perf_counter() - fit_started) / seg.iterations
     seconds = time.perf_counter() - started
+    head_params = sum(p.numel() for p in segmentor.head.parameters())
+    trainable_params = sum(p.numel() for p in segmentor.parameters() if p.requires_grad)
     # `objective` is the summed loss: the head's one `loss`, or its several `loss_*` terms (Mask2Former)
     losses = [(int(m["step"]), float(m["train/objective"])) for m in read_jsonl(metrics_path) if "train/objective" in m]
     log.info("finetuned %s for %d iterations in %.1f s (cached maps: %s)", seg.head.name, seg.iterations, seconds,
              cached)  # fmt: skip
-    return segmentor, TrainLog(seg.iterations, seconds, cached, trainable, losses)
+    return segmentor, TrainLog(seg.iterations, seconds, step_seconds, head_params, trainable_params, cached, trainable,
+                               losses)  # fmt: skip
 
 
 def _val_collate(samples: list[tuple[Tensor, Tensor]]) -> tuple[Tensor, list[Tensor], list[tuple[int, int]]]:

@@ -77,6 +77,9 @@ def evaluate_segmentation(
             "train": {
                 "iterations": train_log.iterations,
                 "seconds": train_log.seconds,
+                "step_time_s": train_log.step_seconds,
+                "head_params": train_log.head_params,
+                "trainable_params": train_log.trainable_params,
                 "cached_maps": train_log.cached_maps,
                 "final_loss": train_log.losses[-1][1] if train_log.losses else None,
                 "losses": train_log.losses,

@@ -7,7 +7,8 @@ A run is any folder holding `summary.json` and/or `eval/*.json`; it is read thro
 
     summary.json               knn_top1, knn_f1, linear_top1, mean_corruption_acc: {pretrained, random_init},
                                num_params, wall_time_s;
-                               online runs: trainable_params, step_time_s, peak_memory_mb
+                               online runs: trainable_params, step_time_s, peak_memory_mb;
+                               segmentation: head_params, step_time_s (of the last `seg` phase's training)
     <phase>/result.json        mean_target_miou, the mean over domains of final_miou and of forgetting, of the
                                latest `source` / `adapt` phase (online adaptation, W2), and plots/domains.png
     eval/knn.json              {pretrained | random_init: {top1, f1}}    (evaluations by hand)
@@ -69,6 +70,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("mean_forgetting", "mean forgetting", lower_is_better=True),
     Column("aAcc", "aAcc"),
     Column("num_params", "params", "count"),
+    Column("head_params", "head params", "count"),
     Column("trainable_params", "trainable params", "count", lower_is_better=True),
     Column("step_time_s", "step time", "milliseconds", lower_is_better=True),
     Column("peak_memory_mb", "peak memory", "megabytes", lower_is_better=True),
@@ -155,7 +157,7 @@ def read_run_scores(run_dir: Path, name: str | None = None) -> ScoreRow:
     summary = run.read_summary() if run.has_summary() else {}
     for key in PAIRED_KEYS:
         _pair(values, key, summary.get(key))
-    for key in ("num_params", "trainable_params", "step_time_s", "peak_memory_mb", "wall_time_s"):
+    for key in ("num_params", "head_params", "trainable_params", "step_time_s", "peak_memory_mb", "wall_time_s"):
         if isinstance(summary.get(key), (int, float)):
             values[key] = float(summary[key])
     figures = [run.path / p["reconstructions"] for p in phases if p["kind"] == "reconstruct"]

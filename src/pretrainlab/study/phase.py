@@ -8,7 +8,9 @@ exists: a finished phase is skipped, an interrupted one runs again (a pretrainin
 resumes from `pretrain/checkpoints/last.ckpt`). Evaluations score the run's pretrained
 state at the epoch the pretraining phases before them reach and, with
 `eval.random_init_baseline`, the random-init copy, whose pooled features are extracted
-once per invocation and shared.
+once per invocation and shared. A study with no pretraining phase that names a
+`backbone.checkpoint` evaluates that checkpoint as its pretrained state (W5's head
+benchmark over an exported backbone) and a truly random backbone as its random init.
 """
 
 from __future__ import annotations
@@ -81,13 +83,33 @@ class StudyContext:
             self._epoch = self.run.checkpoint_epoch()
         return self._epoch
 
+    @property
+    def evaluates_checkpoint(self) -> bool:
+        """True when the study brings its pretrained weights in `backbone.checkpoint` instead of pretraining."""
+        pretrains = any(phase.pretrains_to(self.config) is not None for phase in self.config.study.phases)
+        return not pretrains and self.config.backbone.checkpoint is not None
+
+    def source(self, name: str) -> str:
+        """Where the evaluated backbone `name` comes from, for the result files."""
+        if name == "random_init":
+            return "random"
+        if self.evaluates_checkpoint:
+            return str(self.config.backbone.checkpoint)
+        return f"{self.run.checkpoint} (epoch {self.epoch})"
+
     def method(self, name: str) -> Method:
-        """`pretrained` (the weights of last.ckpt) or `random_init` (exactly as pretraining started)."""
+        """`pretrained` (the weights of last.ckpt, or `backbone.checkpoint` in a study that does not pretrain) or
+        `random_init` (exactly as pretraining started; without `backbone.checkpoint` in such a study)."""
         from pretrainlab.study.run import load_pretrained_method, random_init_method
 
         if name not in self._methods:
-            if name == "pretrained":
+            if name == "pretrained" and self.evaluates_checkpoint:
+                self._methods[name] = random_init_method(self.config)  # built, then the checkpoint loaded
+            elif name == "pretrained":
                 self._methods[name] = load_pretrained_method(self.run.path)[1]
+            elif name == "random_init" and self.evaluates_checkpoint:
+                backbone = self.config.backbone.model_copy(update={"checkpoint": None})
+                self._methods[name] = random_init_method(self.config.model_copy(update={"backbone": backbone}))
             elif name == "random_init":
                 self._methods[name] = random_init_method(self.config)
             else:

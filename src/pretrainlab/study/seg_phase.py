@@ -29,7 +29,7 @@ class SegPhaseConfig(PhaseConfig):
 
     name: Literal["seg"]
     trains: ClassVar[bool] = True
-    summary_keys: ClassVar[tuple[str, ...]] = ("seg_miou",)
+    summary_keys: ClassVar[tuple[str, ...]] = ("seg_miou", "head_params", "step_time_s")
     backbones: list[EvaluatedBackbone] | None = Field(
         None, min_length=1, description="null: pretrained, and random_init with eval.random_init_baseline"
     )
@@ -52,11 +52,14 @@ def run_seg_phase(phase: SegPhaseConfig, place: Phase, context: StudyContext) ->
     started = time.perf_counter()
     names = phase.evaluated(context.config)
     backbones = {name: copy.deepcopy(context.method(name).eval_backbone()) for name in names}
-    sources = {"pretrained": f"{context.run.checkpoint} (epoch {context.epoch})", "random_init": "random"}
+    sources = {name: context.source(name) for name in names}
     results = evaluate_segmentation(context.config, backbones, sources, place.dir)
-    return {
+    first = results[names[0]]["train"] if results else {}  # the head and its step: the same for every backbone;
+    return {                                                  # no results on the other ranks of a multi-process run
         "epoch": 0 if names == ["random_init"] else context.epoch,
         "seg_miou": {name: result["summary"]["mIoU"] for name, result in results.items()},
+        "head_params": first.get("head_params"),
+        "step_time_s": first.get("step_time_s"),
         "seg_examples": str((place.dir / "seg_examples.png").relative_to(context.run.path)),
         "seconds": time.perf_counter() - started,
     }

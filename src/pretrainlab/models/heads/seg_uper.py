@@ -52,15 +52,18 @@ class UperHead(SegHead):
         pooled = [resize_to(pool(x), x.shape[-2:]) for pool in self.pools]  # [(B, channels, h, w)]
         return self.ppm_bottleneck(torch.cat([x, *pooled], dim=1))
 
-    def forward(self, maps: Sequence[Tensor]) -> Tensor:
+    def features(self, maps: Sequence[Tensor]) -> Tensor:
+        """The fused features before dropout and classifier: maps -> (B, channels, H_0, W_0)."""
         self.check_maps(maps)
         levels = [lateral(m) for lateral, m in zip(self.laterals, maps[:-1])] + [self.pyramid_pooling(maps[-1])]
         for i in range(len(levels) - 1, 0, -1):  # top-down: coarse into fine
             levels[i - 1] = levels[i - 1] + resize_to(levels[i], levels[i - 1].shape[-2:])
         outputs = [conv(level) for conv, level in zip(self.fpn_convs, levels[:-1])] + [levels[-1]]
         size = outputs[0].shape[-2:]
-        fused = self.fpn_bottleneck(torch.cat([resize_to(o, size) for o in outputs], dim=1))  # (B, C, H_0, W_0)
-        return self.classifier(self.dropout(fused))  # (B, K, H_0, W_0)
+        return self.fpn_bottleneck(torch.cat([resize_to(o, size) for o in outputs], dim=1))  # (B, C, H_0, W_0)
+
+    def forward(self, maps: Sequence[Tensor]) -> Tensor:
+        return self.classifier(self.dropout(self.features(maps)))  # (B, K, H_0, W_0)
 
 
 class UperHeadConfig(SegHeadConfig):
