@@ -4,7 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: quickstart test test-fast soak bench clean-runs
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+
+.PHONY: quickstart test test-fast soak bench clean-runs browser
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,8 +17,13 @@ $(STAMP): pyproject.toml
 quickstart: $(STAMP)
 	$(BIN)/pretrainlab study configs/quickstart.yaml
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/python -m pytest -q
+
+# the study page (`report --html`) is tested in headless Chromium: Debian's package, installed once
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+		{ $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium; }
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"

@@ -125,3 +125,16 @@ def test_shipped_configs_load_and_their_saved_form_reloads_equal(
         for config in configs:
             saved = yaml.safe_load(dump_config(config))
             assert validate_config(saved, f"{path}: {config.name}") == config, f"{path}: {config.name}"
+
+
+def test_a_dotted_name_switch_drops_the_old_components_options_in_any_order(tmp_path: Path) -> None:
+    base = tmp_path / "base.yaml"
+    base.write_text("eval: {seg: {head: {name: seg_linear, num_maps: 2}}}\n")  # an option of the linear head
+    for order in (["eval.seg.head.name=uper", "eval.seg.head.channels=32"],
+                  ["eval.seg.head.channels=32", "eval.seg.head.name=uper"]):  # fmt: skip
+        head = load_config(base, order).eval.seg.head
+        assert (head.name, head.channels) == ("uper", 32)
+    with pytest.raises(ConfigError, match="eval.seg.head.num_maps: unknown key"):  # given with the switch: checked
+        load_config(None, ["eval.seg.head.name=uper", "eval.seg.head.num_maps=2"])
+    optim = load_config(None, ["optim.lr=0.5", "optim.name=sgd"]).optim  # one config class: every option stays
+    assert (optim.name, optim.lr) == ("sgd", 0.5)

@@ -15,7 +15,8 @@ from conftest import write_w4_loop
 from PIL import Image
 
 from pretrainlab.cli import main
-from pretrainlab.report.run_images import run_figures
+from pretrainlab.report.run_images import run_figures, seg_finetuning_losses
+from pretrainlab.run_dir import RunDir
 
 ODD_NAME = 'b<&>"run'  # a run folder whose name must be escaped
 CONFIG_TEXT = "name: a_run\nnote: \"<script>alert('x')</script> & more\"\n"
@@ -152,3 +153,19 @@ def test_link_figures_without_html_is_refused(tmp_path: Path, capsys: pytest.Cap
     make_study(tmp_path / "study")
     assert main(["-q", "report", str(tmp_path / "study"), "--link-figures"]) == 2
     assert "--link-figures only applies to the page" in capsys.readouterr().err
+
+
+def test_a_seg_run_shows_its_last_finetuning_loss_per_backbone(tmp_path: Path) -> None:
+    run_dir = tmp_path / "study" / "w5_run"
+    write_w4_loop(run_dir, {5: 15.4, 10: 16.1})
+    last = run_dir / "eval" / "epoch_10" / "seg"
+    for name, backbone in (("seg.json", "pretrained"), ("seg_random_init.json", "random_init")):
+        result = {"backbone": backbone, "summary": {"mIoU": 16.1}, "train": {"losses": [[9, 2.0], [19, 1.5]]}}
+        write_json(last / name, result)
+    write_json(run_dir / "eval" / "epoch_5" / "seg" / "seg.json", {"backbone": "pretrained", "summary": {},
+                                                                  "train": {"losses": [[9, 9.0]]}})  # fmt: skip
+    losses = seg_finetuning_losses(run_dir, RunDir(run_dir).phase_results())
+    assert losses == {"pretrained": [(9, 2.0), (19, 1.5)], "random_init": [(9, 2.0), (19, 1.5)]}  # the last phase's
+    assert main(["-q", "report", str(tmp_path / "study"), "--html"]) == 0
+    images = parse((tmp_path / "study" / "report.html").read_text()).images["w5_run"]
+    assert [alt for alt, _ in images] == ["mIoU", "segmentation finetuning loss"]

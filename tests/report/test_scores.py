@@ -69,6 +69,8 @@ def test_markdown_and_csv_cells() -> None:
         (59.6, "seconds", "1 min 00 s"),
         (42.0, "seconds", "42 s"),
         (316_896, "count", "0.32 M"),
+        (10_000, "count", "0.01 M"),
+        (2_507, "count", "2.5 k"),
     ],
 )
 def test_format_value(value: float | None, kind: str, text: str) -> None:

@@ -27,3 +27,13 @@ def test_unknown_domains_and_a_frozen_source_model_are_refused() -> None:
     assert load_config(None, [*MIT, "online={sequence: [clear], render_rain: false}"]).online.sequence == ["clear"]
     with pytest.raises(ConfigError, match="set eval.seg.mode: full"):
         load_config(None, ["online={sequence: [clear, 25]}"])
+
+
+def test_adaptation_reading_logits_refuses_a_head_without_logits() -> None:
+    mask2former = "eval.seg.head={name: mask2former}"
+    for adaptation in ("dacs", "tent"):
+        with pytest.raises(ConfigError, match=f"online.adaptation={adaptation} reads the head's output as class logits"):
+            load_config(None, [*MIT, mask2former, f"online={{sequence: [clear, 25], adaptation: {adaptation}}}"])
+    source_only = load_config(None, [*MIT, mask2former, "online={sequence: [clear, 25], adaptation: source_only}"])
+    assert source_only.eval.seg.head.name == "mask2former"
+    assert load_config(None, [*MIT, "eval.seg.head={name: knet}", "online={sequence: [clear, 25]}"]).online

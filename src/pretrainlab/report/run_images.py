@@ -6,6 +6,7 @@ Curves (drawn with the plotting helpers of `run_report.py` and `seg_curve.py`, s
     training loss   per iteration            pretrain/metrics.jsonl `train/loss`
     kNN top-1       per epoch                metrics `eval/knn_top1` and the `knn` phases (random init dashed)
     mIoU            per pretraining epoch    the `seg` phases (W4), with at least two points
+    seg finetuning  per iteration            the last `seg` phase's seg*.json `train.losses`, a line per backbone
 
 Figures: every `*.png` below the run folder, by path (t-SNE, confusion matrices, seg examples, heatmaps,
 reconstructions, analyses, ...). `checkpoints/`, `logs/`, hidden folders and nested runs are not searched; the
@@ -20,10 +21,10 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 
-from pretrainlab.report.run_report import knn_curve, plot_knn, plot_loss
+from pretrainlab.report.run_report import knn_curve, plot_knn, plot_loss, plot_seg_losses
 from pretrainlab.report.scores import ScoreRow
 from pretrainlab.report.seg_curve import MIOU_PLOT, plot_miou_vs_epoch, seg_random_init_reference
-from pretrainlab.run_dir import RunDir
+from pretrainlab.run_dir import RunDir, read_json
 
 NOT_SEARCHED = frozenset({"checkpoints", "logs"})  # Lightning state and TensorBoard / CSV logs: no figures
 
@@ -62,7 +63,25 @@ def run_curves(row: ScoreRow) -> list[RunCurve]:
         references = {"random init": reference} if reference is not None else None
         png = draw_png(lambda path: plot_miou_vs_epoch({"pretrained": row.seg_curve}, path, references))
         curves.append(RunCurve("mIoU", MIOU_PLOT, png))
+    seg_losses = seg_finetuning_losses(run.path, phases)
+    if seg_losses:
+        png = draw_png(lambda path: plot_seg_losses(seg_losses, path))
+        curves.append(RunCurve("segmentation finetuning loss", "seg_loss.png", png))
     return curves
+
+
+def seg_finetuning_losses(run_dir: Path, phases: list[dict]) -> dict[str, list[tuple[int, float]]]:
+    """{backbone: [(iteration, loss)]} of the run's last `seg` phase (empty without one)."""
+    folders = [run_dir / phase["dir"] for phase in phases if phase.get("kind") == "seg" and "dir" in phase]
+    if not folders:
+        return {}
+    losses = {}
+    for path in sorted(folders[-1].glob("seg*.json")):
+        result = read_json(path)
+        points = result.get("train", {}).get("losses") or []
+        if points:
+            losses[str(result.get("backbone", path.stem))] = [(int(step), float(loss)) for step, loss in points]
+    return losses
 
 
 def run_figures(run_dir: Path, skip_dirs: Collection[Path] = (), skip_plots: Collection[str] = ()) -> list[Path]:

@@ -34,6 +34,23 @@ def plot_loss(metrics: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
+def plot_seg_losses(losses: dict[str, list[tuple[int, float]]], path: Path) -> None:
+    """Segmentation finetuning loss per iteration, a line per finetuned backbone."""
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for backbone, points in losses.items():
+        steps, values = zip(*points)
+        ax.plot(steps, values, lw=1, label=backbone)
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("training objective")
+    ax.set_title("segmentation finetuning loss")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def plot_knn(curve: list[tuple[int, float]], random_init: float | None, path: Path) -> None:
     """kNN top-1 of the pretrained backbone per epoch, against the random-init copy."""
     fig, ax = plt.subplots(figsize=(6, 3.5))

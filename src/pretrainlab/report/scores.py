@@ -226,11 +226,12 @@ def visible_columns(rows: Sequence[ScoreRow], metric: str, required: Sequence[st
 
 
 def format_value(value: float | None, kind: str) -> str:
-    """Human-readable cell: scores with 2 decimals, counts in millions, seconds as `m min s s`."""
+    """Human-readable cell: scores with 2 decimals, counts in millions (thousands below 0.01 M), seconds as
+    `m min s s`."""
     if value is None:
         return ""
     if kind == "count":
-        return f"{value / 1e6:.2f} M"
+        return f"{value / 1e6:.2f} M" if value >= 10_000 else f"{value / 1e3:.1f} k"
     if kind == "milliseconds":  # a value in seconds
         return f"{value * 1000:.0f} ms"
     if kind == "megabytes":

@@ -69,6 +69,11 @@ class AdaptPhaseConfig(PhaseConfig):
             raise ValueError(f"{key}: phase adapt needs the `online` section")
         if self.step >= len(config.online.sequence):
             raise ValueError(f"{key}.step={self.step}: online.sequence has {len(config.online.sequence)} domains")
+        head = config.eval.seg.head
+        if config.online.adaptation != "source_only" and not head.outputs_logits:
+            raise ValueError(f"{key}: online.adaptation={config.online.adaptation} reads the head's output as class "
+                             f"logits (softmax, entropy, pseudo-labels), and the {head.name} head outputs class "
+                             "scores of another kind; choose another eval.seg.head")  # fmt: skip
 
     def folder(self, config: Config, index: int, checkpoint_epoch: Callable[[], int]) -> str:
         from pretrainlab.study.online import domain_label

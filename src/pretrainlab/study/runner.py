@@ -81,7 +81,8 @@ def study_summary(config: Config, run: RunDir, context: StudyContext, wall_time_
         "method": config.online.describe() if config.online is not None else config.method.name,
         "backbone": config.backbone.describe(),
         "epochs": context.epoch,
-        "num_params": encoder_num_params(context.method("pretrained")) if run.checkpoint.is_file() else None,
+        "num_params": (encoder_num_params(context.method("pretrained"))
+                       if run.checkpoint.is_file() or context.evaluates_checkpoint else None),
         "phases": phases,
     }
     for result in phases:

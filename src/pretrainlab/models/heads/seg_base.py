@@ -10,6 +10,7 @@ default; a head with its own objective (Mask2Former's set prediction) overrides 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import ClassVar
 
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -63,6 +64,8 @@ class SegHead(nn.Module):
 
 class SegHeadConfig(Component):
     """Base of every segmentation-head config."""
+
+    outputs_logits: ClassVar[bool] = True  # the head's output is class logits (what a softmax / entropy may read)
 
 
 SEG_HEADS: Registry[SegHeadConfig] = Registry("segmentation head", SegHeadConfig)

@@ -18,7 +18,7 @@ mask edges. Training uses `loss(maps, labels)`, the set-prediction loss of
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from pydantic import Field
@@ -146,6 +146,7 @@ class Mask2FormerHeadConfig(SegHeadConfig):
     """Mask2Former: pixel decoder + masked-attention transformer decoder, set-prediction loss."""
 
     name: Literal["mask2former"]
+    outputs_logits: ClassVar[bool] = False  # summed mask probabilities: argmax is right, a softmax is not
     num_queries: int = Field(100, ge=1)
     hidden_dim: int = Field(256, ge=8, multiple_of=8, description="queries, pixel decoder and mask embeddings")
     num_layers: int = Field(9, ge=1, description="masked-attention decoder layers (round-robin over 3 levels)")
