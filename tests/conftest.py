@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 import textwrap
 from pathlib import Path
 
@@ -53,6 +54,21 @@ KILLER = textwrap.dedent(
 )
 
 TINY_SYNTHETIC = {"num_train": 96, "num_val": 48, "num_seg_train": 4, "num_seg_val": 2, "image_size": 32}
+
+
+QUICKSTART_EXPORT = Path("runs/quickstart/backbone.pt")  # configs/w5_seg/base.yaml's backbone.checkpoint
+
+
+@pytest.fixture(scope="module")
+def with_quickstart_export(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The working directory moved to a fresh folder holding a stand-in for the quickstart's exported backbone
+    (README: W5), so that every shipped config loads; yields the stand-in's path."""
+    folder = tmp_path_factory.mktemp("cwd")
+    (folder / QUICKSTART_EXPORT).parent.mkdir(parents=True)
+    (folder / QUICKSTART_EXPORT).touch()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(folder)
+        yield folder / QUICKSTART_EXPORT
 
 
 @pytest.fixture(scope="session")

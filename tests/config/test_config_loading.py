@@ -104,15 +104,11 @@ def test_cli_prints_one_line_and_exits_2(tmp_path: Path, capsys: pytest.CaptureF
     assert "backbone.name: unknown backbone 'timmm'; did you mean 'timm'?" in err
 
 
-def test_shipped_configs_load_and_their_saved_form_reloads_equal(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.mark.usefixtures("with_quickstart_export")  # W5's configs load the quickstart's exported backbone
+def test_shipped_configs_load_and_their_saved_form_reloads_equal() -> None:
     """Every shipped config and sweep variant loads, and its config.yaml (what a run saves) validates back to the
     same config: resume, `evaluate --run` and sweeps compare against it."""
     root = Path(__file__).resolve().parents[2] / "configs"
-    monkeypatch.chdir(tmp_path)  # W5's configs read the backbone the README has the quickstart export:
-    Path("runs/quickstart").mkdir(parents=True)  # its path must exist when they load
-    Path("runs/quickstart/backbone.pt").touch()
     files = sorted(root.rglob("*.yaml"))
     assert files, "no configs shipped"
     for path in files:

@@ -33,6 +33,8 @@ from pydantic import BaseModel
 
 from pretrainlab.config import load_config
 
+pytestmark = pytest.mark.usefixtures("with_quickstart_export")  # W5's configs load the quickstart's export
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = REPO_ROOT / "configs"
 Place = tuple[str | int, ...]  # where a setting is in a config: keys, and list positions as numbers

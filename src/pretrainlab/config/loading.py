@@ -12,17 +12,15 @@ from __future__ import annotations
 
 import types
 import typing
-from collections.abc import Callable, Iterable
+from collections.abc import Collection, Iterable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
 from pretrainlab.config.schema import Config
 from pretrainlab.registry import UNKNOWN_COMPONENT, did_you_mean
-
-T = TypeVar("T")
 
 
 class ConfigError(ValueError):
@@ -33,8 +31,9 @@ def load_config(path: Path | str | None = None, overrides: list[str] | None = No
     """Read `path` (following `extends`), apply `overrides`, validate into a `Config`."""
     source = str(path) if path is not None else "<defaults>"
     data = read_yaml_with_extends(Path(path)) if path is not None else {}
-    for override in switches_first(overrides or [], key=lambda override: override.split("=", 1)[0]):
-        apply_override(data, override)
+    given = given_keys(overrides or [])
+    for override in overrides or []:
+        apply_override(data, override, given=given)
     if overrides:
         source += " + overrides"
     return validate_config(data, source)
@@ -99,8 +98,14 @@ def deep_merge(old: Any, new: Any) -> Any:
     return new
 
 
-def apply_override(data: dict[str, Any], override: str) -> None:
-    """Apply `a.b.c=value` in place; the value is parsed as YAML (`1e-3`, `[10, 20]`, `null`)."""
+def given_keys(overrides: Iterable[str]) -> frozenset[str]:
+    """The dotted keys a list of `a.b.c=value` overrides sets."""
+    return frozenset(override.split("=", 1)[0].strip() for override in overrides)
+
+
+def apply_override(data: dict[str, Any], override: str, *, given: Collection[str] = ()) -> None:
+    """Apply `a.b.c=value` in place; the value is parsed as YAML (`1e-3`, `[10, 20]`, `null`). `given`: the
+    dotted keys set by the whole list of overrides this one belongs to (see `set_dotted`)."""
     if "=" not in override:
         raise ConfigError(f"override '{override}': expected dotted.key=value")
     dotted, raw_value = override.split("=", 1)
@@ -111,15 +116,17 @@ def apply_override(data: dict[str, Any], override: str) -> None:
         value = yaml.safe_load(raw_value)
     except yaml.YAMLError as error:
         raise ConfigError(f"override '{override}': value is not valid YAML: {yaml_problem(error)}") from None
-    set_dotted(data, dotted.strip(), value, context=f"override '{override}'")
+    set_dotted(data, dotted.strip(), value, context=f"override '{override}'", given=given)
 
 
-def set_dotted(data: dict[str, Any], dotted: str, value: Any, *, context: str) -> None:
+def set_dotted(
+    data: dict[str, Any], dotted: str, value: Any, *, context: str, given: Collection[str] = ()
+) -> None:
     """Merge an already-parsed `value` at `a.b.c` in place; `context` prefixes error messages.
 
     Setting a registered component's `name` to another component (`eval.seg.head.name=uper`) drops the
-    options the new one does not have, as `deep_merge` does for a whole mapping; `switches_first` orders such
-    keys before the others, so the options given beside it are checked against the new component.
+    options the new one does not have, as `deep_merge` does for a whole mapping — except those the same
+    list of overrides sets (`given`, dotted keys), before or after the switch: these stay and are checked.
     """
     keys = dotted.split(".")
     if not all(keys):
@@ -134,20 +141,11 @@ def set_dotted(data: dict[str, Any], dotted: str, value: Any, *, context: str) -
         before = _known_fields(Config, keys[:-1], data)
         node["name"] = value
         after = _known_fields(Config, keys[:-1], data)
+        parent = ".".join(keys[:-1])
         if before and after and before != after:  # another registered component: drop what it does not know
-            for option in [option for option in node if option not in after]:
+            for option in [option for option in node if option not in after and f"{parent}.{option}" not in given]:
                 del node[option]
     node[keys[-1]] = deep_merge(node.get(keys[-1]), value)
-
-
-def switches_first(items: Iterable[T], key: Callable[[T], str]) -> list[T]:
-    """`items` (dotted keys by `key`) with the component switches (`a.b.name`) first, outer before inner, so
-    setting a name never drops options set beside it; the order is otherwise kept."""
-    def rank(item: T) -> tuple[int, int]:
-        dotted = key(item).strip()
-        return (0, dotted.count(".")) if dotted.endswith(".name") else (1, 0)
-
-    return sorted(items, key=rank)
 
 
 def format_validation_error(

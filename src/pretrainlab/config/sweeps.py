@@ -34,10 +34,10 @@ from pretrainlab.config.loading import (
     ConfigError,
     apply_override,
     format_validation_error,
+    given_keys,
     read_yaml_mapping,
     read_yaml_with_extends,
     set_dotted,
-    switches_first,
 )
 from pretrainlab.config.schema import Config, Strict
 from pretrainlab.config.search_space import SearchSection
@@ -234,10 +234,11 @@ def _variant_config(
 ) -> Config:
     data = copy.deepcopy(base)
     for override_set in override_sets:
-        for dotted, value in switches_first(override_set.items(), key=lambda item: item[0]):
-            set_dotted(data, dotted, copy.deepcopy(value), context=f"{source}: key '{dotted}'")
-    for override in switches_first(cli_overrides, key=lambda override: override.split("=", 1)[0]):
-        apply_override(data, override)
+        for dotted, value in override_set.items():
+            set_dotted(data, dotted, copy.deepcopy(value), context=f"{source}: key '{dotted}'", given=set(override_set))
+    given = given_keys(cli_overrides)
+    for override in cli_overrides:
+        apply_override(data, override, given=given)
     output_root = Path(data.get("output_root", Config.model_fields["output_root"].default))
     data["name"] = variant
     data["output_root"] = str(output_root / study)

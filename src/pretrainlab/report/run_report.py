@@ -18,20 +18,27 @@ from pretrainlab.report.seg_curve import MIOU_PLOT, plot_miou_vs_epoch, seg_curv
 from pretrainlab.run_dir import RunDir, read_json, write_text
 
 
+def save_curve(fig: Any, ax: Any, path: Path, *, xlabel: str, ylabel: str, title: str, use_legend: bool) -> None:
+    """Label, grid and write a one-axis curve figure to `path` (PNG), then close it."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    if use_legend:
+        ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def plot_loss(metrics: list[dict[str, Any]], path: Path) -> None:
     points = [(m["step"], m["train/loss"]) for m in metrics if m.get("train/loss") is not None]
     fig, ax = plt.subplots(figsize=(6, 3.5))
     if points:
         steps, losses = zip(*points)
         ax.plot(steps, losses, lw=1)
-    ax.set_xlabel("iteration")
-    ax.set_ylabel("training loss")
-    ax.set_title("pretraining loss")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_curve(fig, ax, path, xlabel="iteration", ylabel="training loss", title="pretraining loss", use_legend=False)
 
 
 def plot_seg_losses(losses: dict[str, list[tuple[int, float]]], path: Path) -> None:
@@ -40,15 +47,8 @@ def plot_seg_losses(losses: dict[str, list[tuple[int, float]]], path: Path) -> N
     for backbone, points in losses.items():
         steps, values = zip(*points)
         ax.plot(steps, values, lw=1, label=backbone)
-    ax.set_xlabel("iteration")
-    ax.set_ylabel("training objective")
-    ax.set_title("segmentation finetuning loss")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_curve(fig, ax, path, xlabel="iteration", ylabel="training objective", title="segmentation finetuning loss",
+               use_legend=True)  # fmt: skip
 
 
 def plot_knn(curve: list[tuple[int, float]], random_init: float | None, path: Path) -> None:
@@ -59,15 +59,8 @@ def plot_knn(curve: list[tuple[int, float]], random_init: float | None, path: Pa
         ax.plot(epochs, scores, marker="o", label="pretrained")
     if random_init is not None:
         ax.axhline(random_init, color="gray", ls="--", label="random init")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("kNN top-1 (%)")
-    ax.set_title("kNN accuracy during pretraining")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_curve(fig, ax, path, xlabel="epoch", ylabel="kNN top-1 (%)", title="kNN accuracy during pretraining",
+               use_legend=True)  # fmt: skip
 
 
 def knn_curve(metrics: list[dict[str, Any]], phases: list[dict[str, Any]]) -> list[tuple[int, float]]:
