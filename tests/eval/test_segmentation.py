@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -98,6 +99,19 @@ def test_slide_inference_runs(tiny_synthetic: Path, tmp_path: Path) -> None:
     segmentor = build_segmentor(build_backbone(config.backbone), config, train.num_classes)
     metric, _ = evaluate_segmentor(segmentor, val, config)
     assert int(metric.areas().label.sum()) == int(sum((val[i][1] != 255).sum() for i in range(len(val))))
+
+
+def test_a_broken_val_scene_is_left_out_and_counted(tiny_synthetic: Path, tmp_path: Path) -> None:
+    root = Path(shutil.copytree(tiny_synthetic / "segmentation", tmp_path / "segmentation"))
+    config = config_for(tiny_synthetic, tmp_path, **{"eval.seg.root": str(root), "eval.seg.eval_batch_size": 1})
+    train, val = build_seg_datasets(config)
+    readable_pixels = int((val[1][1] != 255).sum())
+    first_image = val.pairs[0][0]
+    first_image.write_bytes(first_image.read_bytes()[:50])  # truncated
+    segmentor = build_segmentor(build_backbone(config.backbone), config, train.num_classes)
+    metric, _ = evaluate_segmentor(segmentor, val, config)
+    assert int(metric.areas().label.sum()) == readable_pixels  # scene 1 once, scene 0 not replaced by it
+    assert val.broken_indices == {0}
 
 
 def test_evaluate_seg_cli_writes_json_plot_and_report(tiny_synthetic: Path, tmp_path: Path) -> None:

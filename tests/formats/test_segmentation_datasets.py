@@ -134,6 +134,18 @@ def test_broken_and_missing_files_are_skipped_and_counted(tmp_path: Path) -> Non
     assert dataset.describe(2).endswith("ADE_0002.jpg")
 
 
+@pytest.mark.parametrize("context", ["fork", "spawn"])
+def test_broken_files_met_by_dataloader_workers_are_counted_here(tmp_path: Path, context: str) -> None:
+    make_ade(tmp_path, num=8)
+    for index in (1, 5, 6):
+        (tmp_path / "images" / "training" / f"ADE_{index:04d}.jpg").write_bytes(b"not a jpeg")
+    dataset = SegmentationDataset(tmp_path, "ade20k", "train")
+    loader = torch.utils.data.DataLoader(dataset, batch_size=2, num_workers=2, multiprocessing_context=context,
+                                         collate_fn=len)  # fmt: skip
+    assert sum(loader) == 8  # every broken sample replaced by a readable one
+    assert dataset.broken_indices >= {1, 5, 6} and dataset.num_broken == len(dataset.broken_indices)
+
+
 def test_subsets_are_deterministic(tmp_path: Path) -> None:
     make_ade(tmp_path, num=10)
     names = lambda d: [p.stem for p, _ in d.pairs]

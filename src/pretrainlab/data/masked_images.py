@@ -93,6 +93,7 @@ class SegmentMaskedImages(SkippingDataset):
         self.malformed_masks: set[str] = set()
         if masks_root is not None and not Path(masks_root).is_dir():
             raise FileNotFoundError(f"mask folder {masks_root} does not exist")
+        self.share_broken_flags()
 
     def __len__(self) -> int:
         return len(self.files)

@@ -112,8 +112,14 @@ def finetune_segmentation(
                                losses)  # fmt: skip
 
 
-def _val_collate(samples: list[tuple[Tensor, Tensor]]) -> tuple[Tensor, list[Tensor], list[tuple[int, int]]]:
-    """Validation batch: images padded to a common size, labels at their original sizes, unpadded sizes."""
+def _val_collate(
+    samples: list[tuple[Tensor, Tensor] | None],
+) -> tuple[Tensor, list[Tensor], list[tuple[int, int]]] | None:
+    """Validation batch: images padded to a common size, labels at their original sizes, unpadded sizes;
+    broken samples (None) left out, None when all are."""
+    samples = [sample for sample in samples if sample is not None]
+    if not samples:
+        return None
     images, _ = pad_batch([image for image, _ in samples])
     return images, [label for _, label in samples], [tuple(image.shape[-2:]) for image, _ in samples]
 
@@ -134,7 +140,10 @@ def evaluate_segmentor(
     metric = SegmentationMetric(dataset.num_classes, IGNORE_INDEX)
     examples: list[np.ndarray] = []
     loader = DataLoader(dataset, batch_size=seg.eval_batch_size, collate_fn=_val_collate)
-    for images, labels, sizes in loader:
+    for batch in loader:
+        if batch is None:  # every scene of the batch is broken
+            continue
+        images, labels, sizes = batch
         with autocast(precision, device):
             if seg.inference == "slide":
                 crop, stride = (seg.slide_crop,) * 2, (seg.slide_stride,) * 2

@@ -77,5 +77,5 @@ def build_seg_datasets(config: Config) -> tuple[SegmentationDataset, Segmentatio
     root = segmentation_root(config)
     layout = dataset_layout(root, config.eval.seg.layout)
     train = SegmentationDataset(root, layout, "train", transform=train_pipeline(config))
-    val = SegmentationDataset(root, layout, "val", transform=val_pipeline(config))
+    val = SegmentationDataset(root, layout, "val", transform=val_pipeline(config), replaces_broken=False)
     return train, val

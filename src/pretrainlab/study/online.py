@@ -180,14 +180,15 @@ def domains_root(config: Config) -> Path:
 
 
 def domain_dataset(config: Config, layout: SegmentationLayout, name: str, split: str, transform) -> SegmentationDataset:  # noqa: ANN001
-    """The `split` images of domain `name` with their labels, in the source's classes."""
+    """The `split` images of domain `name` with their labels, in the source's classes (a broken val image is
+    left out of the evaluation, a broken train image replaced by another)."""
     rate = None if name == CLEAR else float(name)
     root = domains_root(config)
     domain_layout = SegmentationLayout(
         f"{layout.name}:{domain_label(name)}", layout.class_names, layout.palette, layout.reduce_zero_label,
         lambda tree, wanted: find_rain_domain_pairs(tree, wanted, rate),
     )  # fmt: skip
-    return SegmentationDataset(root, domain_layout, split, transform=transform)
+    return SegmentationDataset(root, domain_layout, split, transform=transform, replaces_broken=split != "val")
 
 
 def ensure_domains(config: Config, source_root: Path) -> None:

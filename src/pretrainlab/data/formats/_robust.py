@@ -16,6 +16,8 @@ import random
 from collections.abc import Sequence
 from typing import Any
 
+import torch
+from torch import Tensor
 from torch.utils.data import Dataset
 
 log = logging.getLogger(__name__)
@@ -41,20 +43,47 @@ def examples(names: Sequence[object], limit: int = 3) -> str:
 
 
 class SkippingDataset(Dataset, abc.ABC):
-    """Map-style dataset that replaces broken samples by other, randomly drawn ones.
+    """Map-style dataset that replaces broken samples by other, randomly drawn ones (with `replaces_broken`
+    False, as an evaluation set: returns None for them, and the caller's collate leaves them out).
 
-    `num_broken` counts the distinct broken indices seen by this process (workers
-    each keep their own count; `broken_indices` is what was seen here).
+    A subclass calls `share_broken_flags()` at the end of its `__init__`, once its length is final: the
+    broken samples are then flagged in shared memory, so those found by DataLoader worker processes are
+    counted in the main process too (`num_broken`, `broken_indices`). Without it, each process counts
+    what it met itself.
     """
 
     max_retries: int = 50
+    replaces_broken: bool = True  # False (evaluation sets): a broken sample is None, left out by the collate
 
     def __init__(self) -> None:
-        self.broken_indices: set[int] = set()
+        self._broken_here: set[int] = set()
+        self._broken_flags: Tensor | None = None  # (len,) bool in shared memory, one flag per index
+
+    def share_broken_flags(self) -> None:
+        """Flag broken samples in shared memory, seen by every DataLoader worker (fork or spawn) and by this
+        process; call once the dataset's length is final."""
+        self._broken_flags = torch.zeros(len(self), dtype=torch.bool).share_memory_()
+
+    @property
+    def broken_indices(self) -> set[int]:
+        """The distinct broken indices met so far, by this process and its DataLoader workers."""
+        if self._broken_flags is None:
+            return set(self._broken_here)
+        return set(torch.nonzero(self._broken_flags).flatten().tolist())
 
     @property
     def num_broken(self) -> int:
         return len(self.broken_indices)
+
+    def _flag_broken(self, index: int) -> bool:
+        """Record `index` as broken; True when it had not been recorded yet."""
+        if self._broken_flags is None:
+            is_new = index not in self._broken_here
+            self._broken_here.add(index)
+            return is_new
+        is_new = not bool(self._broken_flags[index])
+        self._broken_flags[index] = True
+        return is_new
 
     @abc.abstractmethod
     def __len__(self) -> int: ...
@@ -77,9 +106,10 @@ class SkippingDataset(Dataset, abc.ABC):
                 raise
             except (BrokenSampleError, OSError, ValueError) as error:
                 last = f"{self.describe(candidate)}: {error}"
-                if candidate not in self.broken_indices:
-                    self.broken_indices.add(candidate)
+                if self._flag_broken(candidate):
                     log.warning("skipping broken %s (%d broken so far)", last, self.num_broken)
+                if not self.replaces_broken:
+                    return None  # scored by nobody rather than another sample scored twice
                 candidate = random.randrange(len(self))
         raise BrokenDatasetError(
             f"{type(self).__name__}: {self.max_retries} broken samples in a row from index {index} of {len(self)} "

@@ -86,6 +86,7 @@ class ADE20kLayoutDataset(SkippingDataset):
                 raise ValueError(f"image {image} has no annotation; expected {label}")
             self.samples.append((image, label))
         log.info("ADE20k layout %s/%s: %d pairs", self.root, split, len(self.samples))
+        self.share_broken_flags()
 
     def __len__(self) -> int:
         return len(self.samples)

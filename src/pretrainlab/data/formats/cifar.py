@@ -298,6 +298,7 @@ class CifarDataset(SkippingDataset):
             select_channels(self.images[0], channels, channel_policy)
         except ChannelMismatchError as error:
             raise ChannelMismatchError(f"{self.folder} ({split}): {error}") from None
+        self.share_broken_flags()
 
     def __len__(self) -> int:
         return len(self.images)

@@ -325,6 +325,7 @@ class ObjectCropsDataset(SkippingDataset):
         self.num_dropped = 0
         self.images: list[np.ndarray] | None = self._decode_all() if in_memory else None
         self.targets = [crop.label for crop in self.crops]
+        self.share_broken_flags()
 
     def _decode_all(self) -> list[np.ndarray]:
         by_path: dict[Path, list[int]] = defaultdict(list)

@@ -96,6 +96,7 @@ class ImageFolderDataset(SkippingDataset):
         if in_memory:
             self._decode_all()
         self.targets = [label for _, label in self.samples]
+        self.share_broken_flags()
 
     def _decode_all(self) -> None:
         kept: list[tuple[Path, int]] = []

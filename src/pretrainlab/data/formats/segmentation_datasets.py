@@ -322,8 +322,10 @@ class SegmentationDataset(SkippingDataset):
         channel_policy: str = "copy",
         uint16_scaling: Uint16Scaling = "full",
         intensity_window: Sequence[float] | None = None,
+        replaces_broken: bool = True,
     ) -> None:
         super().__init__()
+        self.replaces_broken = replaces_broken
         check_channels(channels)
         check_channel_policy(channel_policy)
         check_uint16_scaling(uint16_scaling, intensity_window)
@@ -345,6 +347,7 @@ class SegmentationDataset(SkippingDataset):
         self._rng: np.random.Generator | None = None
         self._rng_seed: int | None = None
         log.info("%s %s split %r: %d samples", self.layout.name, self.root, split, len(self.pairs))
+        self.share_broken_flags()
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -396,7 +399,10 @@ class SegmentationDataset(SkippingDataset):
         return self._rng
 
     def __getitem__(self, index: int) -> Any:
-        label_path, image, label = super().__getitem__(index)
+        loaded = super().__getitem__(index)
+        if loaded is None:  # broken, and this evaluation set does not replace it
+            return None
+        label_path, image, label = loaded
         check_label_values(label, self.num_classes, str(label_path))
         label = label.astype(np.uint8, copy=False)
         if self.transform is None:
