@@ -461,6 +461,9 @@ def test_missing_files_are_named(config_copy: Path, tmp_path: Path) -> None:
                    "method.stack: checkpoint", "mae.pth does not exist")  # fmt: skip
     one_error_line(run_config(CONFIGS / "w2_uda" / "rain_sequence.yaml", f"online.source_checkpoint={tmp_path}/s.pt"),
                    "online.source_checkpoint: Path does not point to a file")  # fmt: skip
+    one_error_line(run_config(CONFIGS / "quickstart.yaml", "backbone.checkpoint=runs/gone.pt"),
+                   "backbone.checkpoint: Path does not point to a file; a relative path is read from the working "
+                   f"directory {Path.cwd()}", "runs/gone.pt")  # fmt: skip
 
 
 def test_missing_data_root_is_named_before_anything_trains(tmp_path: Path) -> None:

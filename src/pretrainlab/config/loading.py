@@ -172,6 +172,8 @@ def format_validation_error(
             message, got = str(item["ctx"]["error"]), ""  # a validator of a whole section: its message names the keys
         elif kind == "value_error":
             message = str(item["ctx"]["error"])  # a field's validator: its message without pydantic's "Value error, "
+        elif kind in ("path_not_file", "path_not_directory") and not Path(str(item.get("input"))).is_absolute():
+            message = f"{item['msg']}; a relative path is read from the working directory {Path.cwd()}"
         else:
             message = item["msg"]
         is_whole_config = not loc and kind == "value_error"  # Config's own checks name their keys
