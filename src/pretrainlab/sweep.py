@@ -99,5 +99,7 @@ def sweep_score_table(sweep: Sweep) -> ScoreTable:
     are shown even before any run has them."""
     rows = [read_run_scores(config.run_dir, variant) for variant, config in sweep.configs.items()]
     required = required_columns(sweep.file.metric)
+    if not any(config.eval.random_init_baseline for config in sweep.configs.values()):
+        required = tuple(key for key in required if not key.endswith("_random_init"))  # no run scores it (W5)
     return build_score_table(rows, sweep.file.metric, required=required, first="variant",
                              title=f"Sweep `{sweep.file.study}`")  # fmt: skip

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from conftest import REPO_ROOT, write_w4_loop
 
 from pretrainlab.config.sweeps import expand_sweep
@@ -66,6 +68,15 @@ def test_the_w4_sweep_lists_every_run_by_epoch_and_plots_the_curves(tmp_path: Pa
     lines = csv_path.read_text().splitlines()
     assert lines[0] == "variant,mIoU,mAcc,mIoU_random_init,aAcc,num_params,wall_time_s,mIoU@0,mIoU@10,mIoU@20,mIoU@30"
     assert lines[2] == "four_channels,16.8000,26.8000,14.8000,66.8000,,,14.8000,15.9000,16.8000,"
+
+
+@pytest.mark.usefixtures("with_quickstart_export")  # the W5 sweep's base loads the quickstart's export
+def test_the_w5_head_sweep_shows_no_random_init_column(tmp_path: Path) -> None:
+    sweep = expand_sweep(REPO_ROOT / "configs" / "w5_seg" / "heads.yaml", overrides=[f"output_root={tmp_path}"])
+    for index, (name, config) in enumerate(sweep.configs.items()):
+        write_w4_loop(config.run_dir, {0: 20.0 + index})
+    header = sweep_score_table(sweep).markdown().splitlines()[4]
+    assert header == "| variant | **mIoU** | mAcc | aAcc | params | wall time |"
 
 
 def test_scores_link_each_runs_last_reconstruction_figure(tmp_path: Path) -> None:
