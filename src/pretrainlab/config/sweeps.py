@@ -234,11 +234,12 @@ def _variant_config(
 ) -> Config:
     data = copy.deepcopy(base)
     for override_set in override_sets:
+        given = frozenset(override_set)
         for dotted, value in override_set.items():
-            set_dotted(data, dotted, copy.deepcopy(value), context=f"{source}: key '{dotted}'", given=set(override_set))
-    given = given_keys(cli_overrides)
+            set_dotted(data, dotted, copy.deepcopy(value), context=f"{source}: key '{dotted}'", given=given)
+    given_on_command_line = given_keys(cli_overrides)
     for override in cli_overrides:
-        apply_override(data, override, given=given)
+        apply_override(data, override, given=given_on_command_line)
     output_root = Path(data.get("output_root", Config.model_fields["output_root"].default))
     data["name"] = variant
     data["output_root"] = str(output_root / study)

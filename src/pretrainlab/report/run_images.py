@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pretrainlab.report.run_report import knn_curve, plot_knn, plot_loss, plot_seg_losses
-from pretrainlab.report.scores import ScoreRow
+from pretrainlab.report.scores import ScoreRow, read_seg_results
 from pretrainlab.report.seg_curve import MIOU_PLOT, plot_miou_vs_epoch, seg_random_init_reference
-from pretrainlab.run_dir import RunDir, read_json
+from pretrainlab.run_dir import RunDir
 
 NOT_SEARCHED = frozenset({"checkpoints", "logs"})  # Lightning state and TensorBoard / CSV logs: no figures
 
@@ -75,13 +75,10 @@ def seg_finetuning_losses(run_dir: Path, phases: list[dict]) -> dict[str, list[t
     folders = [run_dir / phase["dir"] for phase in phases if phase.get("kind") == "seg" and "dir" in phase]
     if not folders:
         return {}
-    losses = {}
-    for path in sorted(folders[-1].glob("seg*.json")):
-        result = read_json(path)
-        points = result.get("train", {}).get("losses") or []
-        if points:
-            losses[str(result.get("backbone", path.stem))] = [(int(step), float(loss)) for step, loss in points]
-    return losses
+    losses = {backbone: result.get("train", {}).get("losses") or [] for backbone, result in
+              read_seg_results(folders[-1]).items()}  # fmt: skip
+    return {backbone: [(int(step), float(loss)) for step, loss in points] for backbone, points in losses.items()
+            if points}  # fmt: skip
 
 
 def run_figures(run_dir: Path, skip_dirs: Collection[Path] = (), skip_plots: Collection[str] = ()) -> list[Path]:

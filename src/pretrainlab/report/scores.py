@@ -117,15 +117,20 @@ def _pair(values: dict[str, float], key: str, scores: Any, field: str | None = N
             values[key + suffix] = scale * float(value)
 
 
-def read_seg_summaries(folder: Path) -> dict[str, dict[str, Any]]:
-    """{backbone: {mIoU, mAcc, aAcc}} of the segmentation results in `folder` (a file without `backbone`:
-    seg.json is the pretrained one, seg_<name>.json backbone <name>)."""
+def read_seg_results(folder: Path) -> dict[str, dict[str, Any]]:
+    """{backbone: seg*.json} of the segmentation results in `folder` (a file without `backbone`: seg.json is
+    the pretrained one, seg_<name>.json backbone <name>)."""
     found = {}
     for path in sorted(folder.glob("seg*.json")):
         result = read_json(path)
         backbone = result.get("backbone") or ("pretrained" if path.stem == "seg" else path.stem.removeprefix("seg_"))
-        found[backbone] = result.get("summary", result)
+        found[backbone] = result
     return found
+
+
+def read_seg_summaries(folder: Path) -> dict[str, dict[str, Any]]:
+    """{backbone: {mIoU, mAcc, aAcc}} of the segmentation results in `folder` (`read_seg_results`)."""
+    return {backbone: result.get("summary", result) for backbone, result in read_seg_results(folder).items()}
 
 
 def read_run_scores(run_dir: Path, name: str | None = None) -> ScoreRow:

@@ -54,8 +54,9 @@ def run_seg_phase(phase: SegPhaseConfig, place: Phase, context: StudyContext) ->
     backbones = {name: copy.deepcopy(context.method(name).eval_backbone()) for name in names}
     sources = {name: context.source(name) for name in names}
     results = evaluate_segmentation(context.config, backbones, sources, place.dir)
-    first = results[names[0]]["train"] if results else {}  # the head and its step: the same for every backbone;
-    return {                                                  # no results on the other ranks of a multi-process run
+    # the head and its step are the same for every backbone; the other ranks of a multi-process run have no results
+    first = results[names[0]]["train"] if results else {}
+    return {
         "epoch": 0 if names == ["random_init"] else context.epoch,
         "seg_miou": {name: result["summary"]["mIoU"] for name, result in results.items()},
         "head_params": first.get("head_params"),

@@ -27,6 +27,12 @@ def resize_to(x: Tensor, size: Sequence[int]) -> Tensor:
     return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
 
 
+def logits_cross_entropy(logits: Tensor, labels: Tensor, *, avg_non_ignore: bool) -> Tensor:
+    """Cross-entropy (ignore 255, in fp32) of logits (B, K, h, w) resized (bilinear) to labels (B, H, W)."""
+    return segmentation_cross_entropy(resize_to(logits, labels.shape[-2:]).float(), labels,
+                                      avg_non_ignore=avg_non_ignore)  # fmt: skip
+
+
 class SegHead(nn.Module):
     """Subclasses set `output_stride` (and `map_indices` when they read only some maps) and
     implement `forward(maps)`."""
@@ -58,8 +64,7 @@ class SegHead(nn.Module):
 
     def loss(self, maps: Sequence[Tensor], labels: Tensor, *, avg_non_ignore: bool) -> dict[str, Tensor]:
         """`{"loss": cross-entropy}` of the logits resized (bilinear) to labels (B, H, W), ignore index 255."""
-        logits = resize_to(self(maps), labels.shape[-2:])  # (B, K, H, W)
-        return {"loss": segmentation_cross_entropy(logits.float(), labels, avg_non_ignore=avg_non_ignore)}
+        return {"loss": logits_cross_entropy(self(maps), labels, avg_non_ignore=avg_non_ignore)}
 
 
 class SegHeadConfig(Component):

@@ -39,8 +39,7 @@ import torch
 from pydantic import Field, model_validator
 from torch import Tensor, nn
 
-from pretrainlab.losses.cross_entropy import segmentation_cross_entropy
-from pretrainlab.models.heads.seg_base import SEG_HEADS, SegHead, SegHeadConfig, resize_to
+from pretrainlab.models.heads.seg_base import SEG_HEADS, SegHead, SegHeadConfig, logits_cross_entropy
 from pretrainlab.models.heads.seg_uper import UperHead
 from pretrainlab.models.layers.kernel_update import KernelUpdateStage
 
@@ -94,11 +93,8 @@ class KNetHead(SegHead):
     def loss(self, maps: Sequence[Tensor], labels: Tensor, *, avg_non_ignore: bool) -> dict[str, Tensor]:
         """`loss`: the sum of the cross-entropies (ignore 255) of every prediction resized to labels (B, H, W);
         for logging, each one detached as `ce_stage_<i>` (0 = the UPerNet's, i = after stage i)."""
-        size = labels.shape[-2:]
-        losses = [
-            segmentation_cross_entropy(resize_to(logits, size).float(), labels, avg_non_ignore=avg_non_ignore)
-            for logits in self.predictions(maps)
-        ]
+        predictions = self.predictions(maps)
+        losses = [logits_cross_entropy(logits, labels, avg_non_ignore=avg_non_ignore) for logits in predictions]
         return {"loss": torch.stack(losses).sum(), **{f"ce_stage_{i}": ce.detach() for i, ce in enumerate(losses)}}
 
 
