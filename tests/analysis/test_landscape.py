@@ -71,6 +71,7 @@ def test_grid_origin_is_the_plain_cross_entropy_and_the_model_is_untouched() -> 
 
 
 def test_auto_precision_takes_bf16_only_within_the_tolerance(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("pretrainlab.analysis.landscape.has_fast_bf16", lambda device_type: True)
     images, labels = tiny_images()
     model = tiny_classifier()
     bf16 = compute_landscape(model, images, labels, LandscapeOptions(dims=1, steps=3, precision="bf16"), workers=1,
@@ -86,6 +87,9 @@ def test_auto_precision_takes_bf16_only_within_the_tolerance(monkeypatch: pytest
     strict = compute_landscape(model, images, labels, auto, workers=1, num_threads=1)
     assert strict.precision == "fp32" and strict.origin_loss == strict.origin_loss_fp32 == bf16.origin_loss_fp32
     assert strict.losses[1] == pytest.approx(strict.origin_loss_fp32, rel=1e-6)
+    monkeypatch.setattr("pretrainlab.analysis.landscape.has_fast_bf16", lambda device_type: False)
+    without_kernels = compute_landscape(model, images, labels, auto, workers=1, num_threads=1)
+    assert without_kernels.precision == "fp32" and without_kernels.origin_loss == bf16.origin_loss_fp32
 
 
 def test_two_workers_give_the_values_of_one() -> None:

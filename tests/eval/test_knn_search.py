@@ -11,6 +11,12 @@ from pretrainlab.eval.knn import knn_classify, knn_predict
 from pretrainlab.eval.knn_search import BF16_UNIT_ROUNDOFF, exact_neighbours, nearest_neighbours, select_top_k
 
 
+# The bf16 screening runs only where the CPU has bf16 kernels (oneDNN: fp32 accumulation, the bound's premise).
+# Torch's generic bf16 GEMM on an AVX2-only CPU broke the bound: the fast path missed a nearest neighbour on
+# this file's adversarial bank with chunk sizes (7, 37), so nearest_neighbours takes the exact path there.
+needs_bf16_kernels = pytest.mark.skipif(not knn_search.has_fast_bf16("cpu"), reason="this CPU has no bf16 kernels")
+
+
 def _naive(train: torch.Tensor, test: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Float64 similarities of the fp32-normalised features, full stable sort: ties to the lower index."""
     scores = F.normalize(test.float(), dim=1).double() @ F.normalize(train.float(), dim=1).double().T
@@ -29,6 +35,7 @@ def _error_and_bound(queries: torch.Tensor, bank: torch.Tensor) -> tuple[torch.T
     return (scores + shift[:, None] - exact).abs(), eps[:, None] + BF16_UNIT_ROUNDOFF * scores.abs(), eps
 
 
+@needs_bf16_kernels
 @pytest.mark.parametrize("kind", ["gaussian", "heavy_tailed", "sparse", "clustered"])
 def test_screening_error_stays_within_the_bound(kind: str) -> None:
     generator = torch.Generator().manual_seed(0)
@@ -49,6 +56,7 @@ def test_screening_error_stays_within_the_bound(kind: str) -> None:
     assert float(eps.max()) < (1.1 if kind in ("gaussian", "clustered") else 2.05) * BF16_UNIT_ROUNDOFF
 
 
+@needs_bf16_kernels
 def test_screening_bound_is_nearly_attained_when_every_component_rounds_up() -> None:
     # 1 + 2^-8 + 2^-20 rounds to 1 + 2^-7 in bf16: every product is too large by almost 2 u, as eps_q allows
     # (the shift c_q is the bf16 score itself, so the output rounding takes almost nothing back)
@@ -74,6 +82,7 @@ def _adversarial_bank(seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tens
     return bank, labels, queries
 
 
+@needs_bf16_kernels
 @pytest.mark.parametrize("seed", range(3))
 @pytest.mark.parametrize(("chunk_size", "train_chunk_size"), [(1024, 16384), (7, 37), (64, 128)])
 def test_fast_path_equals_exact_path_on_adversarial_data(seed: int, chunk_size: int, train_chunk_size: int) -> None:
@@ -101,6 +110,7 @@ def test_duplicates_go_to_the_lower_index() -> None:
     assert indices.tolist() == [[1, 3, 2]] and values.tolist() == [[0.75, 0.75, 0.5]]
 
 
+@needs_bf16_kernels
 def test_fallback_triggers_when_forced_or_needed_and_stays_exact(monkeypatch: pytest.MonkeyPatch) -> None:
     bank, _, queries = _adversarial_bank(0)
     expected = _naive(bank, queries, 10)[1]
@@ -111,15 +121,23 @@ def test_fallback_triggers_when_forced_or_needed_and_stays_exact(monkeypatch: py
     def unbounded(query_norm: torch.Tensor, *args: object) -> torch.Tensor:
         return torch.full(query_norm.shape, float("inf"), dtype=torch.float64)
 
-    monkeypatch.setattr(knn_search, "_screening_error_bound", unbounded)
-    forced = nearest_neighbours(bank, queries, 10, 1024, 16384)
+    with monkeypatch.context() as patch:
+        patch.setattr(knn_search, "_screening_error_bound", unbounded)
+        forced = nearest_neighbours(bank, queries, 10, 1024, 16384)
     assert forced.num_retried == forced.num_exact == len(queries)
     assert torch.equal(forced.indices, expected)
-    monkeypatch.undo()
     crowded = torch.cat([bank, bank[405:406].repeat(300, 1)])  # 311 identical rows: more than 4 x (20 + 44)
     found = nearest_neighbours(crowded, queries, 20, 1024, 16384)
     assert found.num_exact >= 3  # the three queries on the duplicated row
     assert torch.equal(found.indices, _naive(crowded, queries, 20)[1])
+
+
+def test_a_cpu_without_bf16_kernels_takes_the_exact_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    bank, _, queries = _adversarial_bank(0)
+    monkeypatch.setattr(knn_search, "has_fast_bf16", lambda device_type: False)
+    found = nearest_neighbours(bank, queries, 10, 1024, 16384)
+    assert found.num_retried == 0 and found.num_exact == len(queries)
+    assert torch.equal(found.indices, _naive(bank, queries, 10)[1])
 
 
 def test_small_banks_and_k_clipping_as_before() -> None:

@@ -32,6 +32,7 @@ from pretrainlab.engine.jsonl_logger import JsonlLogger
 from pretrainlab.engine.module import EngineModule, MakeSchedules
 from pretrainlab.engine.optim import OptimConfig
 from pretrainlab.methods.base import Method
+from pretrainlab.precision import device_type_of, resolve_precision
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,9 @@ class EngineConfig(Strict):
     what a non-finite loss does."""
 
     max_epochs: int = Field(10, ge=1)
-    precision: Literal["32", "bf16-mixed", "16-mixed"] = "bf16-mixed"
+    precision: Literal["auto", "32", "bf16-mixed", "16-mixed"] = Field(
+        "auto", description="auto = bf16-mixed where the device has bf16 kernels, else 32 (pretrainlab.precision)"
+    )
     accelerator: Literal["cpu", "gpu", "auto"] = "auto"
     devices: int | str = 1
     num_nodes: int = Field(1, ge=1)
@@ -149,7 +152,7 @@ def fit(
         devices=engine.devices,
         num_nodes=engine.num_nodes,
         strategy=engine.strategy,
-        precision=engine.precision,
+        precision=resolve_precision(engine.precision, device_type_of(engine.accelerator)),
         logger=[
             JsonlLogger(metrics_path, resume_step=last_logged_step),
             CSVLogger(logs_dir, name="csv", version=""),

@@ -63,6 +63,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from pretrainlab.precision import has_fast_bf16
+
 logger = logging.getLogger(__name__)
 
 BF16_UNIT_ROUNDOFF = 2.0**-8
@@ -321,7 +323,9 @@ def nearest_neighbours(
     pending = torch.arange(test.shape[0], device=test.device)  # queries without a proven answer
     attempts = [count for count in (k + margin, RETRY_FACTOR * (k + margin)) if count < train.shape[0]]
     num_retried = 0
-    if attempts and test.device.type == "cpu":  # bf16 matmuls elsewhere may reduce in bf16, outside the bound
+    # bf16 matmuls elsewhere may reduce in bf16, outside the bound; a CPU without bf16 kernels screens slower
+    # than the exact path computes (pretrainlab.precision)
+    if attempts and test.device.type == "cpu" and has_fast_bf16("cpu"):
         bank = _Bank(train, 4 * train_chunk_size, k)
         for attempt, num_candidates in enumerate(attempts):
             if len(pending) == 0:

@@ -33,6 +33,7 @@ from pretrainlab.eval.slide import resize_logits_to, slide_inference, whole_infe
 from pretrainlab.methods.segmentation import SegFinetune, seg_train_data
 from pretrainlab.models.backbones.base import Backbone
 from pretrainlab.models.heads.seg_base import build_seg_head
+from pretrainlab.precision import autocast
 from pretrainlab.run_dir import read_jsonl
 
 if TYPE_CHECKING:
@@ -55,11 +56,6 @@ class TrainLog:
     cached_maps: bool
     trainable: TrainableSet
     losses: list[tuple[int, float]] = field(default_factory=list)
-
-
-def autocast(precision: str, device: torch.device) -> torch.autocast:
-    """bf16 autocast when `precision` is bf16-mixed (CPU or GPU), a disabled context otherwise."""
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16-mixed")
 
 
 def build_segmentor(backbone: Backbone, config: Config, num_classes: int) -> Segmentor:

@@ -39,6 +39,7 @@ from pretrainlab.eval.segmentation_model import Segmentor
 from pretrainlab.methods.base import Method
 from pretrainlab.models.backbones.base import Backbone
 from pretrainlab.models.heads.seg_base import SEG_HEADS
+from pretrainlab.precision import autocast
 
 log = logging.getLogger(__name__)
 
@@ -159,8 +160,7 @@ def cache_backbone_maps(
     chunks: list[list[Tensor]] = []
     labels = []
     segmentor.train()  # the frozen backbone stays in eval mode
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16-mixed")
-    with autocast:
+    with autocast(precision, device):
         for images, batch_labels in DataLoader(dataset, batch_size=batch_size, collate_fn=collate):
             maps = segmentor.backbone_maps(images.to(device))
             chunks.append([m if i in read else m[:, :, :0, :0] for i, m in enumerate(maps)])

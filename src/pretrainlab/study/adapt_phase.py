@@ -20,8 +20,9 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field
 
-from pretrainlab.study.phase import PHASES, PhaseConfig, StudyContext
+from pretrainlab.precision import autocast, resolve_precision
 from pretrainlab.run_dir import write_text
+from pretrainlab.study.phase import PHASES, PhaseConfig, StudyContext
 
 if TYPE_CHECKING:
     from pretrainlab.config.schema import Config
@@ -234,15 +235,15 @@ def profile_step(config: Config, method: Method, data: TrainData, adapt_dir: Pat
     optim = online_optim(config)
     optimizer = build_optimizer(probe, optim)
     set_lr_and_weight_decay(optimizer, optim.lr, optim.weight_decay)
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.engine.precision == "bf16-mixed")
     tent = online.adaptation == "tent"
     rng_state = torch.get_rng_state()  # dropout and drop-path draw from it: the profile must not change the run
-    with autocast:
+    with autocast(config.engine.precision, torch.device("cpu")):
         step = (profile_tent_steps if tent else profile_dacs_steps)(probe, batches, optimizer, warmup=2,
                                                                     steps=online.profile_steps)  # fmt: skip
         split = None if tent else backward_split(method, batches[0])
     torch.set_rng_state(rng_state)
-    text = step.markdown(f"{config.name}: one adaptation step ({config.engine.precision})")
+    precision = resolve_precision(config.engine.precision, "cpu")
+    text = step.markdown(f"{config.name}: one adaptation step ({precision})")
     record: dict[str, object] = {"step": step.to_dict()}
     result = {"peak_memory_mb": step.summary()["peak_memory_mb"], "profile_step_s": step.step_seconds}
     if split is not None:
