@@ -23,6 +23,7 @@ from pretrainlab.engine.trainer import EngineConfig, fit
 from pretrainlab.methods.dino import DINO
 from pretrainlab.models.backbones.timm_backbone import TimmBackbone
 from pretrainlab.models.heads.dino import DINOHead
+from pretrainlab.precision import has_fast_bf16
 from pretrainlab.run_dir import load_checkpoint, read_jsonl
 
 
@@ -104,7 +105,9 @@ def test_unavailable_compile_fails_in_one_line(monkeypatch: pytest.MonkeyPatch) 
 @pytest.mark.parametrize(
     ("precision", "loss_tolerance", "update_tolerance"),
     # bf16: eager and compiled kernels round to bf16 at different places; seen: equal losses, updates within 11 %
-    [("32", 1e-5, 1e-4), ("bf16-mixed", 1e-2, 0.25)],
+    [("32", 1e-5, 1e-4),
+     pytest.param("bf16-mixed", 1e-2, 0.25, marks=pytest.mark.skipif(
+         not has_fast_bf16("cpu"), reason="this CPU has no bf16 kernels: `auto` trains in fp32 here"))],  # fmt: skip
 )
 def test_compiled_run_matches_the_eager_run(
     tmp_path: Path, precision: str, loss_tolerance: float, update_tolerance: float

@@ -8,6 +8,7 @@ from pathlib import Path
 from conftest import REPO_ROOT
 
 from pretrainlab.config import load_config
+from pretrainlab.precision import resolve_precision
 from pretrainlab.study.source_models import recipe_key, source_recipe, stored_source_dir
 
 CONFIG = REPO_ROOT / "configs" / "w2_uda" / "rain_sequence.yaml"
@@ -18,11 +19,14 @@ def key(*overrides: str) -> str:
 
 
 def test_the_key_follows_the_source_recipe_only() -> None:
-    base = key()
+    base = key()  # the shipped config trains in `engine.precision: auto`
     assert key("online.adaptation=source_only", "online.dacs.gt_mix=true", "online.steps_per_domain=3",
                "name=other") == base  # fmt: skip
-    changed = [key("eval.seg.lr=1e-3"), key("backbone.variant=b1"), key("seed=1"), key("engine.precision=32"),
-               key("data.root=elsewhere")]  # fmt: skip
+    resolved = resolve_precision("auto", "cpu")
+    assert key(f"engine.precision={resolved}") == base  # the key holds the precision the source trains in
+    other_precision = "32" if resolved == "bf16-mixed" else "bf16-mixed"
+    changed = [key("eval.seg.lr=1e-3"), key("backbone.variant=b1"), key("seed=1"),
+               key(f"engine.precision={other_precision}"), key("data.root=elsewhere")]  # fmt: skip
     assert len({base, *changed}) == 1 + len(changed)
 
 
