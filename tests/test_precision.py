@@ -22,6 +22,18 @@ def test_auto_is_bf16_only_with_bf16_kernels(monkeypatch: pytest.MonkeyPatch, is
         assert not torch.is_autocast_enabled("cpu")
 
 
+def test_auto_says_once_what_it_chose(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr(precision, "has_fast_bf16", lambda device_type: False)
+    precision._log_auto_choice.cache_clear()
+    with caplog.at_level(logging.INFO, logger="pretrainlab.precision"):
+        assert EngineConfig(accelerator="cpu").resolved_precision() == "32"
+        assert EngineConfig(accelerator="cpu").resolved_precision() == "32"
+    assert [record.getMessage() for record in caplog.records] == [
+        f"precision auto: 32 (CPU capability {torch.backends.cpu.get_cpu_capability()} without bf16 kernels)"
+    ]
+    assert EngineConfig(accelerator="cpu", precision="32").resolved_precision() == "32"
+
+
 def test_explicit_choices_are_kept_and_slow_bf16_is_warned_about_once(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -30,7 +42,7 @@ def test_explicit_choices_are_kept_and_slow_bf16_is_warned_about_once(
     with caplog.at_level(logging.WARNING, logger="pretrainlab.precision"):
         assert precision.resolve_precision("bf16-mixed", "cpu") == "bf16-mixed"
         assert precision.resolve_precision("bf16-mixed", "cpu") == "bf16-mixed"
-    assert len(caplog.records) == 1 and "without bf16 kernels" in caplog.text and "auto" in caplog.text
+    assert len(caplog.records) == 1 and "without bf16 kernels (CPU capability" in caplog.text and "auto" in caplog.text
     assert precision.resolve_precision("32", "cpu") == "32"
     assert precision.resolve_precision("16-mixed", "cuda") == "16-mixed"
     with pytest.raises(ValueError, match=r"precision must be one of auto, 32, bf16-mixed, 16-mixed; got 'fp8'"):

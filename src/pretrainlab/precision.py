@@ -47,17 +47,27 @@ def resolve_precision(precision: str, device_type: str) -> str:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
     is_fast = has_fast_bf16(device_type)
     if precision == "auto":
+        _log_auto_choice(device_type, is_fast)
         return "bf16-mixed" if is_fast else "32"
     if precision == "bf16-mixed" and not is_fast:
         _warn_slow_bf16(device_type)
     return precision
 
 
+def _kernels(device_type: str) -> str:
+    return f"CPU capability {torch.backends.cpu.get_cpu_capability()}" if device_type == "cpu" else device_type
+
+
+@functools.cache
+def _log_auto_choice(device_type: str, is_fast: bool) -> None:
+    log.info("precision auto: %s (%s %s bf16 kernels)", "bf16-mixed" if is_fast else "32", _kernels(device_type),
+             "with" if is_fast else "without")  # fmt: skip
+
+
 @functools.cache
 def _warn_slow_bf16(device_type: str) -> None:
-    log.warning("precision bf16-mixed on a %s without bf16 kernels (%s): bf16 is emulated and slower than fp32; "
-                "`engine.precision: auto` would compute in fp32 here", device_type.upper(),
-                torch.backends.cpu.get_cpu_capability() if device_type == "cpu" else "no bf16 support")  # fmt: skip
+    log.warning("precision bf16-mixed without bf16 kernels (%s): bf16 is emulated and slower than fp32; "
+                "`engine.precision: auto` would compute in fp32 here", _kernels(device_type))
 
 
 def autocast(precision: str, device: torch.device) -> torch.autocast:

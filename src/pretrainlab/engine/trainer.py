@@ -87,6 +87,10 @@ class EngineConfig(Strict):
             raise ValueError(f"expected a number of batches >= 1 or a fraction in (0, 1]; got {value!r}")
         return value
 
+    def resolved_precision(self) -> str:
+        """The precision this engine trains in on this machine (`auto` resolved: pretrainlab.precision)."""
+        return resolve_precision(self.precision, device_type_of(self.accelerator))
+
     @field_validator("precision", mode="before")
     @classmethod
     def _precision_as_text(cls, value: Any) -> Any:
@@ -152,7 +156,7 @@ def fit(
         devices=engine.devices,
         num_nodes=engine.num_nodes,
         strategy=engine.strategy,
-        precision=resolve_precision(engine.precision, device_type_of(engine.accelerator)),
+        precision=engine.resolved_precision(),
         logger=[
             JsonlLogger(metrics_path, resume_step=last_logged_step),
             CSVLogger(logs_dir, name="csv", version=""),

@@ -7,8 +7,9 @@ source model, so that runs which differ only in how they adapt — a sweep's var
 
 `online.source_cache` is relative to `output_root` (in a sweep: `runs/<study>/source_models`). The
 recipe is `data`, `backbone`, `eval.seg`, `seed` and the precision the source trains in (`engine.precision`
-as resolved on this machine: `auto` is bf16-mixed or 32): change any of them and a new model trains. The run's own `adapt/source.pt` is a hard link to the stored file (a copy across file
-systems), so a run stays complete when the store is deleted.
+as resolved on this machine: `auto` is bf16-mixed or 32): change any of them and a new model trains. The
+run's own `adapt/source.pt` is a hard link to the stored file (a copy across file systems), so a run stays
+complete when the store is deleted.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from pretrainlab.precision import device_type_of, resolve_precision
 from pretrainlab.run_dir import write_text
 
 if TYPE_CHECKING:
@@ -40,7 +40,7 @@ def source_recipe(config: Config) -> dict[str, Any]:
         "backbone": dumped["backbone"],
         "eval.seg": dumped["eval"]["seg"],
         "seed": dumped["seed"],
-        "engine.precision": resolve_precision(config.engine.precision, device_type_of(config.engine.accelerator)),
+        "engine.precision": config.engine.resolved_precision(),
     }
 
 
